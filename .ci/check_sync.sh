@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Fails when nbdev-export or nbdev-clean would change the tree: the notebooks are the source.
+set -euo pipefail
+bin=${1:-.venv/bin}
+snapshot=$(mktemp -d)
+trap 'rm -rf "$snapshot"' EXIT
+cp -r nbs laretrieval "$snapshot"/
+"$bin"/nbdev-export
+"$bin"/nbdev-clean
+status=0
+for d in nbs laretrieval; do
+  if ! diff -r -x __pycache__ -x .ipynb_checkpoints "$snapshot/$d" "$d" >/dev/null; then
+    echo "ERROR: nbdev-export/nbdev-clean changed $d/:" >&2
+    diff -r -q -x __pycache__ -x .ipynb_checkpoints "$snapshot/$d" "$d" >&2 || true
+    status=1
+  fi
+done
+[ $status -eq 0 ] && echo "nbdev-export and nbdev-clean leave nbs/ and laretrieval/ unchanged"
+exit $status

@@ -1,0 +1,68 @@
+"The experiment notebook run through papermill: parameters, outputs, determinism, bad parameters."
+import json
+import subprocess
+import sys
+
+import papermill as pm
+import pytest
+
+from laretrieval.config import ExperimentConfig
+from laretrieval.experiment import DEFAULT_NOTEBOOK, run_experiment, load_metrics
+from laretrieval.metrics import chance_level
+
+# small enough for a test, large enough that the model must learn to pass
+SMALL = dict(builtin_clips=300, epochs=4, batch_size=16, audio_width=16, embed_dim=64, text_trainable_layers=1,
+             audio_lr=2e-3, text_lr=2e-4, eval_batch_size=64, seed=3)
+
+
+def test_parameters_cell_mirrors_config():
+    "The notebook's parameters cell declares every ExperimentConfig field, with the same default."
+    declared = pm.inspect_notebook(str(DEFAULT_NOTEBOOK))
+    defaults = ExperimentConfig().to_dict()
+    assert sorted(declared) == sorted(defaults)
+    for name, spec in declared.items():
+        assert eval(spec['default']) == defaults[name], name
+
+
+def test_small_run_learns_writes_its_folder_and_repeats_exactly(tmp_path):
+    first = run_experiment(SMALL, run_id='a', runs_dir=tmp_path, progress=False)
+    for name in ('train_eval.ipynb', 'config.json', 'metrics.json', 'history.csv', 'checkpoint.pt', 'validation_curve.png'):
+        assert (first / name).stat().st_size > 0, name
+    assert json.loads((first / 'config.json').read_text())['epochs'] == SMALL['epochs']
+    metrics = load_metrics(first)
+    t2a = metrics['test']['t2a']
+    n_clips = metrics['n_test_clips']
+    assert t2a['chance_mAP@10'] == pytest.approx(chance_level(n_clips, 1, 10))
+    assert t2a['mAP@10'] >= 5 * t2a['chance_mAP@10'], t2a
+    second = run_experiment(SMALL, run_id='b', runs_dir=tmp_path, progress=False)
+    assert load_metrics(second) == metrics
+    with pytest.raises(FileExistsError):
+        run_experiment(SMALL, run_id='a', runs_dir=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize('params, name', [(dict(epoch=2), 'epoch'), (dict(epochs='2'), 'epochs'),
+                                          (dict(tau=[0.1]), 'tau')])
+def test_bad_parameter_stops_the_notebook_in_the_check_cell(tmp_path, params, name):
+    "Run with papermill directly (no pre-check): the cell after the parameters stops with the name."
+    out = tmp_path / 'out.ipynb'
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(str(DEFAULT_NOTEBOOK), str(out), parameters={**params, 'output_dir': str(tmp_path / 'run')},
+                            progress_bar=False, kernel_name='python3')
+    assert repr(name) in str(err.value)
+    assert 'params_from_namespace' in err.value.source  # it failed in the check cell, before any work
+    assert not (tmp_path / 'run').exists()
+
+
+def test_run_experiment_rejects_bad_parameters_before_starting(tmp_path):
+    with pytest.raises(ValueError, match="'epoch'"):
+        run_experiment(dict(epoch=2), run_id='x', runs_dir=tmp_path)
+    with pytest.raises(TypeError, match="'batch_size'"):
+        run_experiment(dict(batch_size=3.5), run_id='x', runs_dir=tmp_path)
+    assert not (tmp_path / 'x').exists()
+
+
+def test_cli_names_the_bad_parameter(tmp_path):
+    proc = subprocess.run([sys.executable, '-m', 'laretrieval.cli', 'experiment', '--set', 'epoch=2', '--runs-dir', str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "'epoch'" in proc.stderr
