@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import papermill as pm
 import pytest
@@ -62,7 +63,7 @@ def test_run_experiment_rejects_bad_parameters_before_starting(tmp_path):
 
 
 def test_cli_names_the_bad_parameter(tmp_path):
-    proc = subprocess.run([sys.executable, '-m', 'laretrieval.cli', 'experiment', '--set', 'epoch=2', '--runs-dir', str(tmp_path)],
+    proc = subprocess.run([str(Path(sys.executable).parent / 'laretrieval'), 'experiment', '--set', 'epoch=2', '--runs-dir', str(tmp_path)],
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "'epoch'" in proc.stderr
