@@ -26,7 +26,7 @@ endif
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/laretrieval experiment $(if $(RUN_ID),--run-id $(RUN_ID)) $(foreach p,$(PARAMS),--set $(p))
+	$(BIN)/laretrieval experiment --log-output $(if $(RUN_ID),--run-id $(RUN_ID)) $(foreach p,$(PARAMS),--set $(p))
 
 test: $(STAMP) check-sync nbtest pytest
 
