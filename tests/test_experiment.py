@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import papermill as pm
 import pytest
 
@@ -27,7 +28,7 @@ def test_parameters_cell_mirrors_config():
 
 def test_small_run_learns_writes_its_folder_and_repeats_exactly(tmp_path):
     first = run_experiment(SMALL, run_id='a', runs_dir=tmp_path, progress=False)
-    for name in ('train_eval.ipynb', 'config.json', 'metrics.json', 'history.csv', 'checkpoint.pt', 'validation_curve.png'):
+    for name in ('train_eval.ipynb', 'config.json', 'metrics.json', 'history.csv', 'checkpoint.pt', 'validation_curve.png', 'per_query_t2a.csv'):
         assert (first / name).stat().st_size > 0, name
     assert json.loads((first / 'config.json').read_text())['epochs'] == SMALL['epochs']
     metrics = load_metrics(first)
@@ -35,6 +36,9 @@ def test_small_run_learns_writes_its_folder_and_repeats_exactly(tmp_path):
     n_clips = metrics['n_test_clips']
     assert t2a['chance_mAP@10'] == pytest.approx(chance_level(n_clips, 1, 10))
     assert t2a['mAP@10'] >= 5 * t2a['chance_mAP@10'], t2a
+    per_query = pd.read_csv(first / 'per_query_t2a.csv')
+    assert len(per_query) == metrics['n_test_captions']
+    assert per_query['mAP@10'].mean() == pytest.approx(t2a['mAP@10'], abs=1e-9)
     second = run_experiment(SMALL, run_id='b', runs_dir=tmp_path, progress=False)
     assert load_metrics(second) == metrics
     with pytest.raises(FileExistsError):
