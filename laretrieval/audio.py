@@ -1,4 +1,4 @@
-"""Load any soundfile format to mono, resample with soxr, pad/crop, cut into fixed segments with a mask, and the log-mel front end.
+"""Load any soundfile format to mono, resample with soxr, cache the result on disk, pad/crop, cut into fixed segments with a mask, and the log-mel front end.
 
 Docs: https://laretrieval.github.io/laretrieval/audio.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://laretrieval.github.io/laretrieval/audio.html.md"""
 
 # %% ../nbs/01_audio.ipynb #7e7a3774
 from __future__ import annotations
-import math
+import hashlib, logging, math, os, tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +16,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import Settings, load_settings
+
 # %% auto #0
-__all__ = ['to_mono', 'resample', 'load_audio', 'pad_or_crop', 'segment', 'mel_scale', 'kaldi_mel_banks', 'LogMelFrontEnd']
+__all__ = ['to_mono', 'resample', 'AudioFileError', 'decode_audio', 'AudioCache', 'load_audio', 'pad_or_crop', 'segment',
+           'segment_mask', 'mel_scale', 'kaldi_mel_banks', 'LogMelFrontEnd']
 
 # %% ../nbs/01_audio.ipynb #0d69416f
 def to_mono(wave:np.ndarray # (samples,) or (samples, channels)
@@ -33,20 +36,93 @@ def resample(wave:np.ndarray, # mono float waveform
     if orig_sr == target_sr: return wave.astype(np.float32, copy=False)
     return soxr.resample(wave, orig_sr, target_sr, quality='HQ').astype(np.float32)
 
+class AudioFileError(ValueError):
+    "An audio file that cannot be used; `reason` is 'undecodable', 'truncated', 'empty' or 'non-finite'."
+    def __init__(self, path, reason:str, detail:str):
+        super().__init__(f"audio file {path} {detail}")
+        self.path, self.reason = Path(path), reason
+
+def decode_audio(path:Path # an existing audio file
+                )->tuple[np.ndarray, int]:
+    "Decode `path` with soundfile to mono float32 and its rate; undecodable, truncated, empty or non-finite audio is an `AudioFileError`."
+    try:
+        with sf.SoundFile(str(path)) as f:
+            declared, sr, header = f.frames, f.samplerate, f.extra_info
+            wave = f.read(dtype='float32', always_2d=False)
+    except Exception as e: raise AudioFileError(path, 'undecodable', f"cannot be decoded: {e}") from e
+    damaged = [l.strip() for l in header.splitlines() if l.startswith('data') and 'should be' in l]
+    if damaged: raise AudioFileError(path, 'truncated', f"is truncated: {damaged[0]}")
+    if declared > 0 and len(wave) < 0.99 * declared:
+        raise AudioFileError(path, 'truncated', f"is truncated: decoded {len(wave)} of {declared} frames")
+    wave = to_mono(wave)
+    if wave.size == 0: raise AudioFileError(path, 'empty', "has zero samples")
+    if not np.isfinite(wave).all(): raise AudioFileError(path, 'non-finite', "contains NaN or inf samples")
+    return wave, sr
+
+# %% ../nbs/01_audio.ipynb #e02dd18e
+_log = logging.getLogger('laretrieval')
+
+class AudioCache:
+    "Decoded, mono, resampled waveforms on disk: one .npy per (file, modification time, size, rate)."
+    version = 1  # bump when decoding changes, so old entries are not reused
+    def __init__(self, root:str|Path,     # folder for the entries (created on first write)
+                 enabled:bool=True):      # False: every lookup misses and nothing is written
+        self.root, self.enabled = Path(root).expanduser(), enabled
+        self.hits = self.misses = 0
+
+    @classmethod
+    def from_settings(cls, settings:Settings|None=None # default: `load_settings()` (settings.ini + environment)
+                     )->'AudioCache':
+        "The cache under the settings' `cache_dir/audio`, on or off as `audio_cache` says."
+        settings = settings or load_settings()
+        return cls(Path(settings.cache_dir)/'audio', enabled=settings.audio_cache)
+
+    def entry(self, path:str|Path, target_sr:int)->Path:
+        "Where the decoded `path` at `target_sr` is (or would be) stored."
+        path = Path(path).resolve()
+        st = path.stat()
+        key = hashlib.sha256(f"{path}|{st.st_mtime_ns}|{st.st_size}|{target_sr}|v{self.version}".encode()).hexdigest()
+        return self.root/str(target_sr)/key[:2]/f"{key}.npy"
+
+    def get(self, path:str|Path, target_sr:int)->np.ndarray|None:
+        "The cached waveform, or None (disabled, not yet cached, or an unreadable entry, which is then rebuilt)."
+        if not self.enabled: return None
+        entry = self.entry(path, target_sr)
+        if entry.exists():
+            try:
+                wave = np.load(entry)
+                self.hits += 1
+                return wave
+            except (OSError, ValueError) as e: _log.warning("rebuilding unreadable audio cache entry %s (%s)", entry, e)
+        self.misses += 1
+        return None
+
+    def put(self, path:str|Path, target_sr:int, wave:np.ndarray):
+        "Store `wave` atomically (temporary file in the same folder, then rename)."
+        if not self.enabled: return
+        entry = self.entry(path, target_sr)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix='.tmp')
+        try:
+            with os.fdopen(fd, 'wb') as f: np.save(f, wave.astype(np.float32, copy=False))
+            os.replace(tmp, entry)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True); raise
+
 def load_audio(path:str|Path,  # any format soundfile reads
-               target_sr:int   # output sample rate
+               target_sr:int,  # output sample rate
+               cache:AudioCache|None=None # decoded-audio cache; None: decode every time
               )->np.ndarray:
-    "Read `path`, mix to mono, resample to `target_sr`; a clear error names the file when it cannot be used."
+    "Read `path`, mix to mono, resample to `target_sr` (through `cache` when given); a clear error names the file when it cannot be used."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"audio file not found: {path}")
-    try: wave, sr = sf.read(str(path), dtype='float32', always_2d=False)
-    except Exception as e: raise ValueError(f"cannot decode audio file {path}: {e}") from e
-    wave = to_mono(wave)
-    if wave.size == 0: raise ValueError(f"audio file {path} has zero samples")
-    if not np.isfinite(wave).all(): raise ValueError(f"audio file {path} contains NaN or inf samples")
-    return resample(wave, sr, target_sr)
+    if cache is not None and (wave := cache.get(path, target_sr)) is not None: return wave
+    wave, sr = decode_audio(path)
+    wave = resample(wave, sr, target_sr)
+    if cache is not None: cache.put(path, target_sr, wave)
+    return wave
 
-# %% ../nbs/01_audio.ipynb #a145118e
+# %% ../nbs/01_audio.ipynb #e43723b6
 def pad_or_crop(wave:torch.Tensor,  # (..., samples)
                 length:int,         # target number of samples
                 offset:int|None=0,  # crop start; None = random (training)
@@ -68,6 +144,14 @@ def segment(wave:torch.Tensor,  # (samples,) one clip
     wave = pad_or_crop(wave, segment_len * max_segments, offset=0)
     mask = torch.arange(max_segments) < n_real
     return wave.reshape(max_segments, segment_len), mask
+
+def segment_mask(lengths:torch.Tensor, # (B,) samples of real audio per clip
+                 segment_len:int,      # samples per segment
+                 max_segments:int,     # segments per clip in the batch
+                )->torch.Tensor:
+    "(B, max_segments) bool: segment s of clip b holds audio (at least the first segment always counts)."
+    n_real = torch.div(lengths + segment_len - 1, segment_len, rounding_mode='floor').clamp(1, max_segments)
+    return torch.arange(max_segments, device=lengths.device)[None] < n_real[:, None]
 
 # %% ../nbs/01_audio.ipynb #f999007f
 def mel_scale(freq): return 1127.0 * torch.log1p(torch.as_tensor(freq, dtype=torch.float64) / 700.0)
