@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['SETTINGS_DEFAULTS', 'find_settings_file', 'Settings', 'load_settings', 'ExperimentConfig', 'check_type',
+__all__ = ['SETTINGS_DEFAULTS', 'find_settings_file', 'Settings', 'load_settings', 'as_switch', 'ExperimentConfig', 'check_type',
            'params_from_namespace', 'seed_everything', 'resolve_device']
 
 # %% ../nbs/00_config.ipynb #fde8aebe
-SETTINGS_DEFAULTS = dict(data_root='~/data', runs_dir='runs', cache_dir='~/.cache/laretrieval', device='auto', num_threads='0')
+SETTINGS_DEFAULTS = dict(data_root='~/data', runs_dir='runs', cache_dir='~/.cache/laretrieval', audio_cache='on', device='auto',
+                         num_threads='0')
 
 def find_settings_file(start:Path|str|None=None # folder to search upwards from (default: cwd)
                       )->Path|None:
@@ -40,6 +41,7 @@ class Settings:
     device:str       # 'auto', 'cpu', 'cuda', 'cuda:1', ...
     num_threads:int  # torch CPU threads (0 = torch's default)
     source:Path|None # the settings.ini that was read, if any
+    audio_cache:bool=True # keep decoded, resampled audio under cache_dir/audio (off: decode every time)
 
 def load_settings(path:Path|str|None=None # a settings.ini; default: `find_settings_file()`
                  )->Settings:
@@ -62,7 +64,14 @@ def load_settings(path:Path|str|None=None # a settings.ini; default: `find_setti
     try: threads = int(values['num_threads'])
     except ValueError: raise ValueError(f"num_threads must be an integer, got {values['num_threads']!r} ({path or 'environment'})")
     return Settings(as_path(values['data_root']), as_path(values['runs_dir']), as_path(values['cache_dir']),
-                    values['device'], threads, path)
+                    values['device'], threads, path, audio_cache=as_switch('audio_cache', values['audio_cache'], path))
+
+def as_switch(key:str, value:str, source=None)->bool:
+    "An on/off setting: on/true/yes/1 or off/false/no/0 (any case); anything else is an error naming the key."
+    v = str(value).strip().lower()
+    if v in ('on', 'true', 'yes', '1'): return True
+    if v in ('off', 'false', 'no', '0'): return False
+    raise ValueError(f"{key} must be on or off, got {value!r} ({source or 'environment'})")
 
 # %% ../nbs/00_config.ipynb #227d5079
 @dataclass

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .audio import load_audio, pad_or_crop
+from .audio import AudioCache, load_audio, pad_or_crop, segment_mask
 
 # %% auto #0
 __all__ = ['EVENT_KINDS', 'Clip', 'AudioCaptionDataset', 'collate', 'SoundEvent', 'sample_event', 'event_seconds', 'render_event',
@@ -41,12 +41,14 @@ class AudioCaptionDataset(Dataset):
                  per_caption:bool=False,    # True: an item per (clip, caption); False: an item per clip
                  random_crop:bool=False,    # crop long clips at a random offset (training)
                  random_caption:bool=False, # per-clip items carry one random caption (training on clips)
+                 cache:AudioCache|None=None, # decoded-audio cache for clips read from files
                 ):
         if not clips: raise ValueError("AudioCaptionDataset needs at least one clip")
         for c in clips:
             if not c.captions: raise ValueError(f"clip {c.clip_id!r} has no captions")
             if c.path is None and c.waveform is None: raise ValueError(f"clip {c.clip_id!r} has neither a path nor a waveform")
         self.clips, self.sample_rate, self.per_caption, self.random_crop = clips, sample_rate, per_caption, random_crop
+        self.cache = cache
         self.random_caption = random_caption and not per_caption
         self.max_samples = int(round(max_seconds * sample_rate))
         self.index = [(i, j) for i, c in enumerate(clips) for j in range(len(c.captions))] if per_caption else \
@@ -60,7 +62,7 @@ class AudioCaptionDataset(Dataset):
             if clip.sample_rate != self.sample_rate:
                 raise ValueError(f"clip {clip.clip_id!r} is stored at {clip.sample_rate} Hz, dataset wants {self.sample_rate} Hz")
             wave = torch.from_numpy(clip.waveform)
-        else: wave = torch.from_numpy(load_audio(clip.path, self.sample_rate))
+        else: wave = torch.from_numpy(load_audio(clip.path, self.sample_rate, self.cache))
         if wave.shape[-1] > self.max_samples:
             wave = pad_or_crop(wave, self.max_samples, offset=None if self.random_crop else 0)
         return wave
@@ -73,13 +75,25 @@ class AudioCaptionDataset(Dataset):
         return dict(clip_id=clip.clip_id, audio=self.audio(clip), captions=captions)
 
 # %% ../nbs/02_datasets.ipynb #15b0d722
-def collate(items:list[dict])->dict:
-    "Batch dataset items: padded waveforms (B, S), lengths (B,), clip ids, captions (list per item)."
+def collate(items:list[dict],           # dataset items (clip_id, audio, captions)
+            segment_len:int|None=None,  # samples per segment; None: pad to the longest clip, no segment mask
+            max_segments:int|None=None, # with segment_len: pad every batch to this many segments (longer clips are an error)
+           )->dict:
+    "Batch dataset items: padded waveforms (B, S), lengths (B,), clip ids, captions (list per item) [, segment_mask (B, n)]."
     lengths = torch.tensor([it['audio'].shape[-1] for it in items])
-    waves = torch.zeros(len(items), int(lengths.max()))
+    total = int(lengths.max())
+    if segment_len is not None:
+        n_segments = max(1, math.ceil(total / segment_len)) if max_segments is None else max_segments
+        if total > n_segments * segment_len:
+            longest = items[int(lengths.argmax())]['clip_id']
+            raise ValueError(f"clip {longest!r} has {total} samples, more than {max_segments} segments of {segment_len}; crop it in the dataset (max_seconds)")
+        total = n_segments * segment_len
+    waves = torch.zeros(len(items), total)
     for k, it in enumerate(items): waves[k, :lengths[k]] = it['audio']
-    return dict(waveforms=waves, lengths=lengths, clip_ids=[it['clip_id'] for it in items],
-                captions=[it['captions'] for it in items])
+    batch = dict(waveforms=waves, lengths=lengths, clip_ids=[it['clip_id'] for it in items],
+                 captions=[it['captions'] for it in items])
+    if segment_len is not None: batch['segment_mask'] = segment_mask(lengths, segment_len, total // segment_len)
+    return batch
 
 # %% ../nbs/02_datasets.ipynb #001b30a5
 EVENT_KINDS = ('tone', 'chirp', 'noise', 'clicks', 'rhythm')
