@@ -368,5 +368,6 @@ d = { 'settings': { 'branch': 'main',
             'laretrieval.train': { 'laretrieval.train.TrainResult': ('train.html#trainresult', 'laretrieval/train.py'),
                                    'laretrieval.train.evaluate_model': ('train.html#evaluate_model', 'laretrieval/train.py'),
                                    'laretrieval.train.loss_from_config': ('train.html#loss_from_config', 'laretrieval/train.py'),
+                                   'laretrieval.train.relevance_keys': ('train.html#relevance_keys', 'laretrieval/train.py'),
                                    'laretrieval.train.train': ('train.html#train', 'laretrieval/train.py'),
                                    'laretrieval.train.warmup_cosine': ('train.html#warmup_cosine', 'laretrieval/train.py')}}}

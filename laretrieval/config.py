@@ -78,9 +78,12 @@ def as_switch(key:str, value:str, source=None)->bool:
 class ExperimentConfig:
     "One experiment's parameters: flat, typed, one comment each (mirrored by train_eval.ipynb's parameters cell)."
     # data
-    dataset:str = 'builtin'            # 'builtin': the generated audio-caption set (no download)
+    dataset:str = 'builtin'            # 'builtin': the generated set (no download); 'esc50': ESC-50 with template captions
+    data_dir:str = ''                  # folder of a real corpus (empty: data_root of settings.ini / dataset name)
     builtin_clips:int = 900            # clips in the built-in set (split 70/15/15 into train/val/test)
-    builtin_seed:int = 0               # seed that generates the built-in set
+    data_seed:int = 0                  # seed that generates the built-in set and draws validation splits
+    esc50_test_fold:int = 4            # ESC-50: the fold held out for test; the others train (15% of them validate)
+    positives:str = 'clip'             # a positive pair: same 'clip' id, or same 'caption' text (class templates)
     sample_rate:int = 16000            # audio rate the encoder sees (PaSST: 32000)
     train_items:str = 'clip'           # 'clip': an item per clip with a random caption each time; 'caption': an item per caption
     # model

@@ -20,7 +20,7 @@ from .metrics import evaluate_retrieval
 from .model import DualEncoder, embed_split
 
 # %% auto #0
-__all__ = ['warmup_cosine', 'TrainResult', 'loss_from_config', 'evaluate_model', 'train']
+__all__ = ['warmup_cosine', 'TrainResult', 'loss_from_config', 'relevance_keys', 'evaluate_model', 'train']
 
 # %% ../nbs/11_train.ipynb #d10540ec
 def warmup_cosine(optimizer:torch.optim.Optimizer, warmup_steps:int, total_steps:int, min_lr:float=1e-7):
@@ -47,10 +47,23 @@ def loss_from_config(cfg:ExperimentConfig)->torch.nn.Module:
     if cfg.loss == 'sigmoid': return SigmoidLoss(cfg.sigmoid_t_init, cfg.sigmoid_b_init, cfg.tau if cfg.sigmoid_on_scaled else None)
     raise ValueError(f"unknown loss {cfg.loss!r}; available: 'ntxent', 'sigmoid'")
 
-def evaluate_model(model:DualEncoder, dataset:AudioCaptionDataset, batch_size:int=64, device='cpu', progress=False)->dict:
-    "Text→audio and audio→text metrics of `model` on a per-clip dataset."
+def relevance_keys(emb:dict, clips:list, positives:str='clip')->tuple:
+    "Caption embeddings and the keys deciding relevance: clip ids, or (positives='caption') one query per distinct caption text."
+    if positives == 'clip': return emb['text'], emb['text_ids'], emb['audio_ids']
+    if positives != 'caption': raise ValueError(f"positives must be 'clip' or 'caption', got {positives!r}")
+    multi = [c.clip_id for c in clips if len(c.captions) != 1]
+    if multi: raise ValueError(f"positives='caption' needs one caption per clip; {len(multi)} clips have several (first: {multi[0]!r})")
+    captions = [c.captions[0] for c in clips]
+    first = {}
+    for i, caption in enumerate(captions): first.setdefault(caption, i)
+    return emb['text'][list(first.values())], list(first), captions
+
+def evaluate_model(model:DualEncoder, dataset:AudioCaptionDataset, batch_size:int=64, device='cpu', progress=False,
+                   positives:str='clip')->dict:
+    "Text→audio and audio→text metrics of `model` on a per-clip dataset (relevance by clip id or caption text)."
     emb = embed_split(model, dataset, batch_size, device, progress)
-    return evaluate_retrieval(model.similarity(emb['text'], emb['audio']), emb['text_ids'], emb['audio_ids'])
+    text, text_keys, audio_keys = relevance_keys(emb, dataset.clips, positives)
+    return evaluate_retrieval(model.similarity(text, emb['audio']), text_keys, audio_keys)
 
 def train(model:DualEncoder, train_set:AudioCaptionDataset, val_set:AudioCaptionDataset,
           cfg:ExperimentConfig, device:str|torch.device='cpu', progress:bool=True)->TrainResult:
@@ -73,11 +86,12 @@ def train(model:DualEncoder, train_set:AudioCaptionDataset, val_set:AudioCaption
         for batch in bar:
             audio = model.encode_audio(batch['waveforms'].to(device), batch['lengths'].to(device))
             text = model.encode_text([caps[0] for caps in batch['captions']])
-            loss = loss_fn(model.similarity(text, audio), positive_mask(batch['clip_ids'], batch['clip_ids']).to(device))
+            keys = batch['clip_ids'] if cfg.positives == 'clip' else [caps[0] for caps in batch['captions']]
+            loss = loss_fn(model.similarity(text, audio), positive_mask(keys, keys).to(device))
             if not torch.isfinite(loss): raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step {len(losses)}")
             optimizer.zero_grad(set_to_none=True); loss.backward(); optimizer.step(); scheduler.step()
             losses.append(loss.item()); bar.set_postfix(loss=f'{losses[-1]:.3f}', refresh=False)
-        val = evaluate_model(model, val_set, cfg.eval_batch_size, device)
+        val = evaluate_model(model, val_set, cfg.eval_batch_size, device, positives=cfg.positives)
         row = dict(epoch=epoch, train_loss=sum(losses) / len(losses), seconds=time.perf_counter() - start,
                    **{f'val_t2a_{k}': v for k, v in val['t2a'].items() if not k.startswith('chance')},
                    **{f'val_a2t_{k}': v for k, v in val['a2t'].items() if not k.startswith('chance')})
