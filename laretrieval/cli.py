@@ -7,7 +7,7 @@ Docs: https://laretrieval.github.io/laretrieval/cli.html.md"""
 
 # %% ../nbs/16_cli.ipynb #f8a03cfe
 from __future__ import annotations
-import argparse, sys
+import argparse, logging, sys
 from pathlib import Path
 
 import yaml
@@ -54,6 +54,8 @@ def main(argv:list[str]|None=None):
         if args.command == 'experiment':
             params = yaml.safe_load(args.params.read_text()) or {} if args.params else {}
             params.update(parse_overrides(args.overrides))
+            if args.log_output:  # papermill logs the notebook's stdout at INFO level
+                logging.basicConfig(format='%(message)s'); logging.getLogger('papermill').setLevel(logging.INFO)
             run_dir = run_experiment(params, run_id=args.run_id, runs_dir=args.runs_dir, log_output=args.log_output)
             print(f'\nrun folder: {run_dir}')
         else: run_dir = args.run_dir
