@@ -1,0 +1,269 @@
+"""Metrics against a per-query loop reference (to 1e-9), the chunked search against the full matrix, the
+significance tools on cases with known answers, and submission files on the real Clotho evaluation captions."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from laretrieval.losses import positive_mask
+from laretrieval.metrics import (chunked_search, evaluate_embeddings, evaluate_retrieval, index_from_mask, loop_metrics,
+                                 metrics_from_ranks, ranked_relevance, relevant_index, relevant_ranks, retrieval_metrics)
+from laretrieval.significance import bootstrap_ci, paired_test
+from laretrieval.submission import (GroundTruth, evaluate_submission, export_submission, read_clotho_truth,
+                                    read_relevance_file, read_score_table, relevance_mask, write_score_table)
+
+KS = (1, 10, 16)
+
+
+def clotho_like(n_clips, captions_per_clip, seed, ties):
+    "Caption x clip scores with 5 captions per clip: continuous (no ties) or rounded to a few levels (many ties)."
+    g = torch.Generator().manual_seed(seed)
+    text_ids = [f'c{i // captions_per_clip}' for i in range(n_clips * captions_per_clip)]
+    audio_ids = [f'c{i}' for i in range(n_clips)]
+    scores = torch.rand(len(text_ids), n_clips, generator=g) + 0.3 * positive_mask(text_ids, audio_ids)
+    if ties: scores = (scores * 4).round() / 4
+    return scores, positive_mask(text_ids, audio_ids)
+
+
+def multi_positive(n_queries, n_clips, seed, ties):
+    "DCASE 2025 style relevance: each query has 1..6 relevant clips."
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(n_queries, n_clips, generator=g)
+    if ties: scores = scores.round()
+    relevant = torch.zeros(n_queries, n_clips, dtype=torch.bool)
+    for q in range(n_queries):
+        n = int(torch.randint(1, 7, (1,), generator=g))
+        relevant[q, torch.randperm(n_clips, generator=g)[:n]] = True
+    return scores, relevant
+
+
+def many_positive(n_queries, n_clips, seed, ties):
+    "More than 16 relevant items per query (the counts then go through a sort)."
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(n_queries, n_clips, generator=g)
+    if ties: scores = scores.round()
+    return scores, torch.rand(n_queries, n_clips, generator=g) < 0.4
+
+
+CASES = {'single': lambda ties: clotho_like(40, 5, 0, ties), 'multi': lambda ties: multi_positive(150, 90, 1, ties),
+         'many': lambda ties: many_positive(60, 70, 2, ties)}
+
+
+@pytest.mark.parametrize('case', CASES)
+@pytest.mark.parametrize('ties', [False, True])
+@pytest.mark.parametrize('direction', ['t2a', 'a2t'])
+@pytest.mark.parametrize('normalize', ['R', 'min'])
+def test_vectorised_equals_loop_reference(case, ties, direction, normalize):
+    scores, relevant = CASES[case](ties)
+    if direction == 'a2t': scores, relevant = scores.T.contiguous(), relevant.T.contiguous()
+    ref = loop_metrics(scores, relevant, KS, KS, normalize)
+    assert ties or len(np.unique(ref['rank'])) > 3  # a non-trivial case
+    for fast in (retrieval_metrics(scores, relevant, KS, KS, normalize),
+                 metrics_from_ranks(relevant_ranks(scores, relevant), KS, KS, normalize)):
+        assert set(fast) == set(ref)
+        for name in ref: np.testing.assert_allclose(fast[name], ref[name], rtol=0, atol=1e-9, err_msg=name)
+    # the counted ranks are the positions of the relevant items in the sorted (pessimistic) order
+    order = ranked_relevance(scores, relevant)
+    ranks = relevant_ranks(scores, relevant)
+    for q in range(len(scores)): assert ranks[q, :int(relevant[q].sum())].tolist() == (order[q].nonzero()[:, 0] + 1.0).tolist()
+
+
+def test_hand_computed_multi_positive_and_ties():
+    # candidates in score order: n, r, n(tie with r2), r2, r3 ...; relevant r (rank 2), r2 (rank 4: after the tied n), r3 (rank 5)
+    scores = torch.tensor([[0.9, 0.8, 0.5, 0.5, 0.4, 0.1]])
+    relevant = torch.tensor([[False, True, True, False, True, False]])
+    m = retrieval_metrics(scores, relevant, (1, 4, 10), (1, 4))
+    assert m['mAP@10'][0] == pytest.approx((1/2 + 2/4 + 3/5) / 3, abs=1e-15)
+    assert m['mAP@4'][0] == pytest.approx((1/2 + 2/4) / 3, abs=1e-15)
+    assert retrieval_metrics(scores, relevant, (4,), (), 'min')['mAP@4'][0] == pytest.approx((1/2 + 2/4) / 3, abs=1e-15)
+    assert retrieval_metrics(scores, relevant, (2,), (), 'min')['mAP@2'][0] == pytest.approx((1/2) / 2, abs=1e-15)
+    assert m['R@4'][0] == pytest.approx(2 / 3) and m['R@1'][0] == 0 and m['rank'][0] == 2
+    assert relevant_ranks(scores, relevant).tolist() == [[2.0, 4.0, 5.0]]
+    constant = retrieval_metrics(torch.zeros(1, 6), relevant, (10,), ())  # all tied: the worst ranks 4, 5, 6
+    assert constant['mAP@10'][0] == pytest.approx((1/4 + 2/5 + 3/6) / 3) and constant['rank'][0] == 4
+
+
+@pytest.mark.parametrize('ties', [False, True])
+def test_chunked_search_equals_full_matrix(ties):
+    "Both directions, single- and multi-positive, ties crossing block edges; integer embeddings make every score exact."
+    g = torch.Generator().manual_seed(3)
+    D = 8
+    audio = torch.randint(-3, 4, (97, D), generator=g).float() if ties else torch.randn(97, D, generator=g)
+    text = audio.repeat_interleave(5, 0) + (torch.randint(-1, 2, (485, D), generator=g).float() if ties else 0.7 * torch.randn(485, D, generator=g))
+    text_ids = [i // 5 for i in range(485)]
+    relevant = positive_mask(text_ids, list(range(97)))
+    relevant[:, 7] |= torch.rand(485, generator=g) < 0.3  # multi-positive rows
+    full = text @ audio.T
+    for q, c, rel, s in ((text, audio, relevant, full), (audio, text, relevant.T, full.T)):
+        found = chunked_search(q, c, k=16, relevant=index_from_mask(rel), query_chunk=37, candidate_chunk=23)
+        stable = torch.sort(s, dim=1, descending=True, stable=True)
+        assert torch.equal(found.top_indices, stable.indices[:, :16]) and torch.equal(found.top_scores, stable.values[:, :16])
+        assert torch.equal(found.ranks.nan_to_num(0), relevant_ranks(s, rel).nan_to_num(0))
+        ref = loop_metrics(s, rel, KS, KS)
+        fast = metrics_from_ranks(found.ranks, KS, KS)
+        for name in ref: np.testing.assert_allclose(fast[name], ref[name], rtol=0, atol=1e-9, err_msg=name)
+
+
+def test_ties_at_the_top_k_edge_stay_pessimistic():
+    "The relevant clip ties with 3 others at ranks 9-12: a top-10 list may hold it, its rank is still 12."
+    scores = torch.tensor([[float(20 - j) for j in range(8)] + [5.0] * 4 + [1.0] * 8])
+    q, c = torch.ones(1, 1), scores.T  # dot products reproduce the scores
+    for relevant_column in (8, 9, 10, 11):
+        found = chunked_search(q, c, k=10, relevant=torch.tensor([[relevant_column]]), candidate_chunk=3)
+        assert found.ranks.item() == 12
+        assert metrics_from_ranks(found.ranks, (10,), (10,))['mAP@10'][0] == 0
+    assert found.top_indices[0, 8:].tolist() == [8, 9]  # the list itself breaks the tie by index
+
+
+def test_evaluate_embeddings_equals_evaluate_retrieval():
+    g = torch.Generator().manual_seed(4)
+    audio = torch.nn.functional.normalize(torch.randn(60, 16, generator=g), dim=1)
+    text = torch.nn.functional.normalize(audio.repeat_interleave(5, 0) + torch.randn(300, 16, generator=g), dim=1)
+    t_ids, a_ids = [f'x{i // 5}' for i in range(300)], [f'x{i}' for i in range(60)]
+    a = evaluate_retrieval(text @ audio.T, t_ids, a_ids, (10, 16), (1, 5, 10))
+    b = evaluate_embeddings(text, audio, t_ids, a_ids, (10, 16), (1, 5, 10), query_chunk=64, candidate_chunk=17)
+    for d in ('t2a', 'a2t'):
+        assert a[d].keys() == b[d].keys()
+        for name in a[d]: assert b[d][name] == pytest.approx(a[d][name], abs=1e-12), (d, name)
+
+
+def test_chunked_search_rejects_bad_input():
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match='dimensions'): chunked_search(x, torch.randn(5, 2))
+    with pytest.raises(ValueError, match='k=9'): chunked_search(x, torch.randn(5, 3), k=9)
+    with pytest.raises(ValueError, match='query 1 has no relevant'): chunked_search(x, x, k=2, relevant=torch.tensor([[0], [-1], [2], [3]]))
+    bad = x.clone(); bad[2, 1] = float('nan')
+    with pytest.raises(ValueError, match='first row: 2'): chunked_search(bad, x, k=2)
+    with pytest.raises(ValueError, match="'q9'"): relevant_index(['c0', 'q9'], ['c0'])
+
+
+# --- significance ---------------------------------------------------------------------------------------------
+
+def test_bootstrap_interval_covers_the_true_mean_about_as_often_as_it_says():
+    "300 data sets of 300 skewed per-query values with a known mean: the 90% interval covers it 0.85-0.95 of the time."
+    rng = np.random.default_rng(0)
+    a, b = 0.5, 1.5
+    true_mean = a / (a + b)
+    covered = [(lambda ci: ci['low'] <= true_mean <= ci['high'])(bootstrap_ci(rng.beta(a, b, 300), n_resamples=999, level=0.9, seed=i))
+               for i in range(300)]
+    assert 0.85 <= np.mean(covered) <= 0.95, np.mean(covered)
+
+
+def test_grouped_bootstrap_covers_under_clustering():
+    "Captions of a clip share its difficulty: grouping by clip keeps coverage; treating captions as independent loses it."
+    rng = np.random.default_rng(1)
+    groups = np.arange(100).repeat(5)
+    true_mean = clipped_normal_mean(0.3, np.hypot(0.2, 0.05))  # each value is N(0.3, 0.2) + N(0, 0.05), clipped
+    hits = {True: [], False: []}
+    for i in range(200):
+        values = np.clip(rng.normal(0.3, 0.2, 100).repeat(5) + rng.normal(0, 0.05, 500), 0, 1)
+        for grouped in (True, False):
+            ci = bootstrap_ci(values, groups if grouped else None, n_resamples=499, level=0.9, seed=i)
+            hits[grouped].append(ci['low'] <= true_mean <= ci['high'])
+    assert 0.84 <= np.mean(hits[True]) <= 0.95, np.mean(hits[True])
+    assert np.mean(hits[False]) < 0.7, np.mean(hits[False])
+
+
+def clipped_normal_mean(mu, sigma):
+    "E[min(max(X, 0), 1)] for X ~ N(mu, sigma^2), in closed form."
+    from scipy.stats import norm
+    a, b = -mu / sigma, (1 - mu) / sigma
+    return mu * (norm.cdf(b) - norm.cdf(a)) + sigma * (norm.pdf(a) - norm.pdf(b)) + norm.sf(b)
+
+
+def test_paired_test_known_answers_and_calibration():
+    rng = np.random.default_rng(2)
+    ap = rng.beta(0.5, 1.5, 400)
+    assert paired_test(ap, ap)['p_value'] == 1.0
+    assert paired_test(ap + 0.05, ap, n_resamples=999)['p_value'] == pytest.approx(1 / 1000)
+    worse = paired_test(ap - 0.05, ap, n_resamples=999)
+    assert worse['p_value'] == 1.0 and worse['high'] < 0
+    # under the null (A and B exchangeable per query) about 5% of p-values fall below 0.05
+    p = [paired_test(*rng.permuted(np.stack([ap, np.clip(ap + rng.normal(0, 0.1, 400), 0, 1)]), axis=0), n_resamples=199, seed=i)['p_value']
+         for i in range(200)]
+    assert 0.02 <= np.mean(np.array(p) < 0.05) <= 0.09, np.mean(np.array(p) < 0.05)
+    assert paired_test(ap, ap, seed=3) == paired_test(ap, ap, seed=3)
+
+
+def test_paired_test_on_two_real_rankings():
+    "Two systems ranked on the same Clotho-shaped matrix: the sharper one wins with a tiny p, seeded and repeatable."
+    scores, relevant = clotho_like(200, 5, 5, ties=False)
+    noisy = scores + 0.25 * torch.randn(scores.shape, generator=torch.Generator().manual_seed(6))
+    a, b = retrieval_metrics(scores, relevant, (10,))['mAP@10'], retrieval_metrics(noisy, relevant, (10,))['mAP@10']
+    groups = [i // 5 for i in range(1000)]
+    res = paired_test(a, b, groups=groups, seed=1)
+    assert res['diff'] == pytest.approx(a.mean() - b.mean()) and res['p_value'] < 1e-3 and res['low'] > 0
+    assert res == paired_test(a, b, groups=groups, seed=1)
+
+
+# --- submission files -----------------------------------------------------------------------------------------
+
+def test_clotho_submission_round_trip_equals_full_metrics(shared_data, tmp_path):
+    "Real Clotho evaluation captions (5225 x 1045): export top 16, read back, evaluate = retrieval_metrics."
+    truth = read_clotho_truth(shared_data / 'clotho_captions' / 'clotho_captions_evaluation.csv')
+    queries = list(truth.relevant)
+    assert len(queries) == 5225 and len(truth.candidates) == 1045
+    g = torch.Generator().manual_seed(7)
+    scores = torch.rand(len(queries), 1045, generator=g).argsort(1).float()  # distinct scores: the file order is the ranking
+    relevant = relevance_mask(truth, queries, truth.candidates)
+    scores += 400 * relevant * torch.rand(len(queries), 1, generator=g)  # a system better than chance
+    scores = scores.argsort(1).argsort(1).float()
+    export_submission(tmp_path / 'sub.csv', queries, truth.candidates, scores, k=16)
+    assert pd.read_csv(tmp_path / 'sub.csv').columns.tolist() == ['caption', *[f'fname_{i}' for i in range(1, 17)]]
+    got = evaluate_submission(tmp_path / 'sub.csv', truth, (10, 16), (1, 5, 10))
+    want = retrieval_metrics(scores, relevant, (10, 16), (1, 5, 10))
+    for name in ('mAP@10', 'mAP@16', 'R@1', 'R@5', 'R@10'): np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-12)
+    assert 0.05 < got['mAP@10'].mean() < 0.95
+
+
+def test_dcase2025_relevance_file_round_trip(shared_data, tmp_path):
+    "A multi-positive query,audio_filenames file over the real evaluation clips; the score table too."
+    clotho = read_clotho_truth(shared_data / 'clotho_captions' / 'clotho_captions_evaluation.csv')
+    rng = np.random.default_rng(8)
+    queries = list(clotho.relevant)[:3000]
+    rows = [(q, str(list(dict.fromkeys(clotho.relevant[q] + [str(f) for f in rng.choice(clotho.candidates, rng.integers(0, 4))]))))
+            for q in queries]
+    pd.DataFrame(rows, columns=['query', 'audio_filenames']).to_csv(tmp_path / 'relevance.csv', index=False)
+    truth = read_relevance_file(tmp_path / 'relevance.csv', clotho.candidates)
+    assert list(truth.relevant) == queries and max(map(len, truth.relevant.values())) > 1
+    scores = torch.tensor(rng.permuted(np.tile(np.arange(1045.0), (3000, 1)), axis=1), dtype=torch.float32)
+    export_submission(tmp_path / 'sub.csv', queries, clotho.candidates, scores, k=16)
+    relevant = relevance_mask(truth, queries, clotho.candidates)
+    for normalize in ('R', 'min'):
+        got = evaluate_submission(tmp_path / 'sub.csv', truth, (16,), (1, 10), normalize)
+        want = retrieval_metrics(scores, relevant, (16,), (1, 10), normalize)
+        for name in ('mAP@16', 'R@1', 'R@10'): np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-12)
+    write_score_table(tmp_path / 'scores.csv', scores[:100], queries[:100], clotho.candidates)  # 100 rows keep it quick
+    back, q_back, f_back = read_score_table(tmp_path / 'scores.csv')
+    assert torch.equal(back, scores[:100]) and q_back == queries[:100] and f_back == clotho.candidates
+
+
+def test_bad_submission_files_name_the_row(shared_data, tmp_path):
+    truth = read_clotho_truth(shared_data / 'clotho_captions' / 'clotho_captions_evaluation.csv')
+    queries = list(truth.relevant)
+    scores = torch.rand(len(queries), 1045, generator=torch.Generator().manual_seed(9))
+    good = export_submission(tmp_path / 'sub.csv', queries, truth.candidates, scores, k=10)
+
+    def write(df):
+        df.to_csv(tmp_path / 'bad.csv', index=False); return tmp_path / 'bad.csv'
+    with pytest.raises(ValueError, match="missing column 'fname_4'"): evaluate_submission(write(good.drop(columns='fname_4')), truth)
+    unknown = good.copy(); unknown.loc[99, 'fname_3'] = 'not_a_clip.wav'
+    with pytest.raises(ValueError, match="row 100, fname_3: unknown file name 'not_a_clip.wav'"): evaluate_submission(write(unknown), truth)
+    dup = good.copy(); dup.loc[41, 'caption'] = dup.loc[7, 'caption']
+    with pytest.raises(ValueError, match=r'row 42: duplicate query .*\(first at row 8\)'): evaluate_submission(write(dup), truth)
+    with pytest.raises(ValueError, match='1 ground-truth queries have no row'): evaluate_submission(write(good.drop(index=5)), truth)
+    twice = good.copy(); twice.loc[10, 'fname_2'] = twice.loc[10, 'fname_1']
+    with pytest.raises(ValueError, match='row 11: a file is listed twice'): evaluate_submission(write(twice), truth)
+    (tmp_path / 'rel.csv').write_text("query,audio_filenames\nx,\"['Santa Motor.wav']\"\ny,\"['nope.wav']\"\n")
+    with pytest.raises(ValueError, match="row 2: unknown file name 'nope.wav'"): read_relevance_file(tmp_path / 'rel.csv', truth.candidates)
+    (tmp_path / 'twice.csv').write_text("query,audio_filenames\nx,\"['Santa Motor.wav']\"\nx,\"['Radio Garble.wav']\"\n")
+    with pytest.raises(ValueError, match="row 2: query 'x' repeats .*row 1"): read_relevance_file(tmp_path / 'twice.csv', truth.candidates)
+
+
+def test_duplicate_captions_in_clotho_development_become_multi_positive(shared_data):
+    truth = read_clotho_truth(shared_data / 'clotho_captions' / 'clotho_captions_development.csv')
+    df = pd.read_csv(shared_data / 'clotho_captions' / 'clotho_captions_development.csv')
+    pairs = {(c, f) for f, *caps in df.itertuples(index=False) for c in caps}
+    assert {(c, f) for c, files in truth.relevant.items() for f in files} == pairs
+    assert sum(map(len, truth.relevant.values())) == len(pairs)  # no file twice for one caption
+    assert len(truth.candidates) == 3839 and sum(len(f) > 1 for f in truth.relevant.values()) >= 1
