@@ -17,7 +17,7 @@ from .experiment import DEFAULT_NOTEBOOK, run_experiment, load_metrics
 
 # %% auto #0
 __all__ = ['expand_grid', 'arm_of', 'run_id_of', 'write_atomic', 'flatten_metrics', 'run_grid', 'summarize_arms', 'format_arms',
-           'plot_arms', 'validation_curves', 'plot_validation_curves']
+           'plot_arms', 'validation_curves', 'plot_validation_curves', 'per_query_by_arm', 'compare_arms']
 
 # %% ../nbs/13_ablate.ipynb #ee734278
 def expand_grid(grid:dict # field -> value, or list of values to vary
@@ -130,3 +130,25 @@ def plot_validation_curves(curves:pd.DataFrame, metric:str='val_t2a_mAP@10', ax=
     import seaborn as sns
     ax = sns.lineplot(curves, x='epoch', y=metric, hue='arm', errorbar='sd', marker='o', ax=ax)
     ax.set_title(f'{metric} per epoch'); return ax
+
+# %% ../nbs/13_ablate.ipynb #9e2a92be
+def per_query_by_arm(results:pd.DataFrame, batch_dir:str|Path, metric:str='mAP@10')->pd.DataFrame:
+    "Per-query `metric` averaged over each arm's finished seeds: one column per arm, one row per test query."
+    columns = {}
+    for arm, runs in results[results['status'] == 'done'].groupby('arm'):
+        tables = [pd.read_csv(Path(batch_dir) / 'runs' / r / 'per_query_t2a.csv') for r in runs['run_id']]
+        keys = tables[0]['key'] if 'key' in tables[0] else tables[0]['clip_id']
+        for t in tables[1:]:
+            if len(t) != len(tables[0]): raise ValueError(f"arm {arm!r}: runs evaluated different test queries ({len(t)} vs {len(tables[0])})")
+        columns[arm] = sum(t[metric] for t in tables) / len(tables)
+    frame = pd.DataFrame(columns); frame.insert(0, 'key', keys.values)
+    return frame
+
+def compare_arms(results:pd.DataFrame, batch_dir:str|Path, a:str, b:str, metric:str='mAP@10', seed:int=0,
+                 alternative:str='greater')->dict: # 'greater': a beats b; 'two-sided': they differ
+    "Paired permutation test of arm a against arm b on per-query values (clips resampled whole)."
+    from laretrieval.significance import paired_test
+    table = per_query_by_arm(results, batch_dir, metric)
+    missing = [arm for arm in (a, b) if arm not in table]
+    if missing: raise ValueError(f"no finished runs for arm(s) {missing}; arms: {list(table.columns[1:])}")
+    return dict(a=a, b=b, metric=metric, **paired_test(table[a].values, table[b].values, groups=table['key'].values, seed=seed, alternative=alternative))
