@@ -84,6 +84,7 @@ class ExperimentConfig:
     data_seed:int = 0                  # seed that generates the built-in set and draws validation splits
     esc50_test_fold:int = 4            # ESC-50: the fold held out for test; the others train (15% of them validate)
     positives:str = 'clip'             # a positive pair: same 'clip' id, or same 'caption' text (class templates)
+    extra_captions:str = ''            # CSV (file_name, caption_1..) of extra training captions, e.g. LLM ones (empty: none)
     sample_rate:int = 16000            # audio rate the encoder sees (PaSST: 32000)
     train_items:str = 'clip'           # 'clip': an item per clip with a random caption each time; 'caption': an item per caption
     # model
