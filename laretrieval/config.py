@@ -78,7 +78,7 @@ def as_switch(key:str, value:str, source=None)->bool:
 class ExperimentConfig:
     "One experiment's parameters: flat, typed, one comment each (mirrored by train_eval.ipynb's parameters cell)."
     # data
-    dataset:str = 'builtin'            # 'builtin': the generated set (no download); 'esc50': ESC-50 with template captions
+    dataset:str = 'builtin'            # 'builtin': the generated set (no download); 'esc50': ESC-50; 'clotho': Clotho v2.1
     data_dir:str = ''                  # folder of a real corpus (empty: data_root of settings.ini / dataset name)
     builtin_clips:int = 900            # clips in the built-in set (split 70/15/15 into train/val/test)
     data_seed:int = 0                  # seed that generates the built-in set and draws validation splits

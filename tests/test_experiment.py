@@ -73,8 +73,9 @@ def test_cli_names_the_bad_parameter(tmp_path):
     assert "'epoch'" in proc.stderr
 
 
-def test_model_learns_on_real_esc50_audio(tmp_path, shared_data):
+def test_model_learns_on_real_esc50_audio(tmp_path, shared_data, monkeypatch):
     "Two epochs on ESC-50 folds 1-3 (real audio): audio→text R@1 on fold 4 over the 50 captions beats 5x chance."
+    monkeypatch.setenv('LARETRIEVAL_CACHE_DIR', str(tmp_path / 'cache'))  # the run's kernel inherits it
     run = run_experiment(dict(dataset='esc50', data_dir=str(shared_data / 'esc50'), positives='caption', epochs=2,
                               text_trainable_layers=0, seed=0), run_id='esc50', runs_dir=tmp_path, progress=False)
     metrics = load_metrics(run)
@@ -82,3 +83,23 @@ def test_model_learns_on_real_esc50_audio(tmp_path, shared_data):
     a2t = metrics['test']['a2t']
     assert a2t['chance_R@1'] == pytest.approx(1 / 50)
     assert a2t['R@1'] >= 5 * a2t['chance_R@1'], a2t
+
+
+def test_clotho_runs_through_the_experiment_notebook(tmp_path, shared_data, monkeypatch):
+    "The real Clotho caption CSVs (first 24 clips of each split) with stand-in audio files named as the CSVs say."
+    monkeypatch.setenv('LARETRIEVAL_CACHE_DIR', str(tmp_path / 'cache'))
+    import csv
+    import numpy as np
+    import soundfile as sf
+    root = tmp_path / 'clotho'
+    for split in ('development', 'validation', 'evaluation'):
+        with open(shared_data / 'clotho_captions' / f'clotho_captions_{split}.csv', newline='') as f:
+            rows = list(csv.reader(f))[:25]
+        (root / split).mkdir(parents=True)
+        with open(root / f'clotho_captions_{split}.csv', 'w', newline='') as f: csv.writer(f).writerows(rows)
+        for i, row in enumerate(rows[1:]):
+            sf.write(root / split / row[0], np.random.default_rng(i).standard_normal(8000).astype('float32') * 0.1, 16000)
+    run = run_experiment(dict(dataset='clotho', data_dir=str(root), epochs=1, batch_size=8, audio_width=8, embed_dim=16,
+                              text_trainable_layers=0, train_items='caption'), run_id='clotho', runs_dir=tmp_path / 'runs', progress=False)
+    metrics = load_metrics(run)
+    assert metrics['n_test_clips'] == 24 and metrics['n_test_captions'] == 120
