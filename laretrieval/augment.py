@@ -118,6 +118,8 @@ class SpecAugment(nn.Module):
         super().__init__()
         self.frontend, self.cfg, self.generator = frontend, cfg, generator
     def n_frames(self, n_samples): return self.frontend.n_frames(n_samples)
+    @property
+    def hop_length(self): return self.frontend.hop_length
     def forward(self, waves:torch.Tensor, lengths:torch.Tensor|None=None)->torch.Tensor:
         mels = self.frontend(waves)
         if not self.training or self.cfg.specaug_p == 0: return mels

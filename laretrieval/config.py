@@ -85,6 +85,9 @@ class ExperimentConfig:
     esc50_test_fold:int = 4            # ESC-50: the fold held out for test; the others train (15% of them validate)
     positives:str = 'clip'             # a positive pair: same 'clip' id, or same 'caption' text (class templates)
     extra_captions:str = ''            # CSV (file_name, caption_1..) of extra training captions, e.g. LLM ones (empty: none)
+    gain_p:float = 0.0                 # augmentation: chance of a random gain (-6..6 dB) per training item
+    specaug_p:float = 0.0              # augmentation: chance of SpecAugment masks per training spectrogram
+    word_p:float = 0.0                 # augmentation: chance of word deletion/swap per training caption
     sample_rate:int = 16000            # audio rate the encoder sees (PaSST: 32000)
     train_items:str = 'clip'           # 'clip': an item per clip with a random caption each time; 'caption': an item per caption
     # model

@@ -82,6 +82,7 @@ def train(model:DualEncoder, train_set:AudioCaptionDataset, val_set:AudioCaption
     best = -1.0
     for epoch in range(1, cfg.epochs + 1):
         start, losses = time.perf_counter(), []
+        if hasattr(train_set, 'set_epoch'): train_set.set_epoch(epoch)  # augmentations draw anew each epoch
         bar = tqdm(loader, desc=f'epoch {epoch}/{cfg.epochs}', disable=not progress, leave=False, mininterval=5)
         for batch in bar:
             audio = model.encode_audio(batch['waveforms'].to(device), batch['lengths'].to(device))

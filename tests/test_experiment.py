@@ -103,3 +103,11 @@ def test_clotho_runs_through_the_experiment_notebook(tmp_path, shared_data, monk
                               text_trainable_layers=0, train_items='caption'), run_id='clotho', runs_dir=tmp_path / 'runs', progress=False)
     metrics = load_metrics(run)
     assert metrics['n_test_clips'] == 24 and metrics['n_test_captions'] == 120
+
+
+def test_augmentations_switch_on_from_the_experiment_parameters(tmp_path):
+    "Gain, SpecAugment and word edits on every training item: the run trains, and differs from the run without them."
+    tiny = dict(builtin_clips=40, epochs=1, batch_size=8, audio_width=8, embed_dim=16, text_trainable_layers=0)
+    plain = load_metrics(run_experiment(tiny, run_id='plain', runs_dir=tmp_path, progress=False))
+    augmented = load_metrics(run_experiment(dict(tiny, gain_p=1.0, specaug_p=1.0, word_p=1.0), run_id='aug', runs_dir=tmp_path, progress=False))
+    assert augmented['test']['t2a']['mAP@10'] != plain['test']['t2a']['mAP@10']
