@@ -79,7 +79,7 @@ def test_run_folder_checkpoint_is_evaluated_on_the_builtin_test_split(tmp_path):
     (tmp_path / 'run').mkdir()
     torch.save(dict(state_dict=model.state_dict(), config=cfg.to_dict(), epoch=1), tmp_path / 'run' / 'checkpoint.pt')
     res = run(tmp_path, run_dir=str(tmp_path / 'run'), map_ks=[10], recall_ks=[1, 5])
-    test_set = AudioCaptionDataset(split_clips(make_builtin_set(40, cfg.builtin_seed, cfg.sample_rate, seconds=4.0), 'test'),
+    test_set = AudioCaptionDataset(split_clips(make_builtin_set(40, cfg.data_seed, cfg.sample_rate, seconds=4.0), 'test'),
                                    cfg.sample_rate, 4.0)
     direct = evaluate_model(model, test_set, 16)
     assert res['n_clips'] == len(test_set.clips) and res['n_captions'] == 5 * len(test_set.clips)
