@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .config import ExperimentConfig
 from .datasets import AudioCaptionDataset, collate
-from .losses import NTXentLoss, SigmoidLoss, positive_mask
+from .losses import make_loss, positive_mask
 from .metrics import evaluate_retrieval
 from .model import DualEncoder, embed_split
 
@@ -42,10 +42,10 @@ class TrainResult:
     best_state:dict|None = None                       # its state_dict (CPU tensors)
 
 def loss_from_config(cfg:ExperimentConfig)->torch.nn.Module:
-    "The contrastive loss an experiment config names."
-    if cfg.loss == 'ntxent': return NTXentLoss(cfg.tau)
-    if cfg.loss == 'sigmoid': return SigmoidLoss(cfg.sigmoid_t_init, cfg.sigmoid_b_init, cfg.tau if cfg.sigmoid_on_scaled else None)
-    raise ValueError(f"unknown loss {cfg.loss!r}; available: 'ntxent', 'sigmoid'")
+    "The contrastive loss an experiment config names, built by the losses' factory."
+    kwargs = dict(ntxent=dict(tau=cfg.tau), sigmoid=dict(t_init=cfg.sigmoid_t_init, b_init=cfg.sigmoid_b_init,
+                                                        tau=cfg.tau if cfg.sigmoid_on_scaled else None))
+    return make_loss(cfg.loss, **kwargs.get(cfg.loss, {}))
 
 def relevance_keys(emb:dict, clips:list, positives:str='clip')->tuple:
     "Caption embeddings and the keys deciding relevance: clip ids, or (positives='caption') one query per distinct caption text."
