@@ -21,8 +21,6 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import silhouette_score
 from tqdm.auto import tqdm
 
-from .encoders import TextEncoder
-
 # %% auto #0
 __all__ = ['LABEL_COLUMNS', 'read_caption_csv', 'embed_captions', 'cluster_embeddings', 'silhouette_by_k', 'cluster_sizes',
            'typical_captions', 'top_words', 'CaptionClusters', 'cluster_captions', 'write_cluster_labels',
@@ -58,7 +56,9 @@ def embed_captions(captions:list[str],              # the texts
                   )->np.ndarray:
     "Unit-length sentence vectors (n, H), float32, in the order of `captions`."
     captions = list(captions)
-    encoder = encoder if encoder is not None else TextEncoder('minilm', pooling='mean')
+    if encoder is None:  # imported here: readers of this module (e.g. lexical) need no transformers
+        from laretrieval.encoders import TextEncoder
+        encoder = TextEncoder('minilm', pooling='mean')
     was_training = encoder.training
     encoder.eval()
     order = np.argsort([len(c) for c in captions], kind='stable')
