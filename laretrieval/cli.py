@@ -1,5 +1,6 @@
 """`laretrieval experiment --set key=value ...` runs one experiment notebook and prints its results table;
-`laretrieval ablate grid.yaml --batch-dir DIR` runs a grid and prints mean ± std per arm.
+`laretrieval ablate grid.yaml --batch-dir DIR` runs a grid and prints mean ± std per arm;
+`laretrieval train --params stage.yaml --output-dir DIR [--resume]` trains as a script (Fabric: one or several processes).
 
 Docs: https://laretrieval.github.io/laretrieval/cli.html.md"""
 
@@ -14,6 +15,7 @@ import yaml
 
 from .experiment import run_experiment, load_metrics, metrics_table
 from .ablate import run_grid, summarize_arms, format_arms
+from .config import ExperimentConfig
 
 # %% auto #0
 __all__ = ['parse_overrides', 'main']
@@ -39,6 +41,12 @@ def main(argv:list[str]|None=None):
     exp.add_argument('--run-id', help='folder name under runs_dir (default: time stamp + seed)')
     exp.add_argument('--runs-dir', type=Path, help="default: settings.ini's runs_dir")
     exp.add_argument('--log-output', action='store_true', help="stream the notebook's output")
+    trn = sub.add_parser('train', help='train and test one config as a script (Fabric DDP when devices > 1); resumable')
+    trn.add_argument('--params', type=Path, action='append', default=[], help='YAML file of ExperimentConfig fields; repeatable, later files win (e.g. data/configs/clotho_passt_roberta.yaml then data/configs/stage2.yaml)')
+    trn.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE', help='an ExperimentConfig field')
+    trn.add_argument('--output-dir', type=Path, required=True, help='the run folder (checkpoints, log.jsonl, metrics.json)')
+    trn.add_argument('--resume', action='store_true', help='continue from OUTPUT_DIR/last.ckpt')
+    trn.add_argument('--quiet', action='store_true', help='no progress bars or per-epoch lines')
     show = sub.add_parser('show', help="print a finished run's metrics table")
     show.add_argument('run_dir', type=Path)
     abl = sub.add_parser('ablate', help='run a grid of experiments (YAML: lists are axes) and print mean ± std per arm')
@@ -51,6 +59,15 @@ def main(argv:list[str]|None=None):
             print(format_arms(summarize_arms(results)).to_string(index=False))
             print(f"\nresults: {args.batch_dir / 'results.csv'}")
             return 1 if (results['status'] == 'failed').any() else 0
+        if args.command == 'train':
+            from laretrieval.pipeline import run_training  # loads torch and transformers only for this command
+            params = {}
+            for path in args.params: params.update(yaml.safe_load(path.read_text()) or {})
+            params.update(parse_overrides(args.overrides))
+            metrics = run_training(ExperimentConfig.from_dict({**params, 'output_dir': str(args.output_dir)}), args.output_dir,
+                                   resume=args.resume, progress=not args.quiet)
+            if metrics is not None: print(metrics_table(metrics))
+            return 0
         if args.command == 'experiment':
             params = yaml.safe_load(args.params.read_text()) or {} if args.params else {}
             params.update(parse_overrides(args.overrides))
@@ -63,3 +80,6 @@ def main(argv:list[str]|None=None):
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
         print(f'laretrieval: error: {e}', file=sys.stderr); return 2
     return 0
+
+# %% ../nbs/16_cli.ipynb #6eea8d3d
+if __name__ == '__main__': sys.exit(main())  # python -m laretrieval.cli (torchrun, Fabric's launcher)

@@ -113,7 +113,7 @@ class ExperimentConfig:
     sigmoid_b_init:float = -10.0       # sigmoid loss: initial bias b
     sigmoid_on_scaled:bool = False     # sigmoid loss on C/tau (the thesis) instead of C (SigLIP)
     epochs:int = 10                    # passes over the training clips
-    batch_size:int = 32                # clips per batch
+    batch_size:int = 32                # items per batch, all processes together (the negatives each loss sees)
     audio_lr:float = 1e-3              # learning rate of the audio encoder (thesis: 4e-6 for a pretrained one)
     text_lr:float = 1e-4               # learning rate of the text encoder's trainable layers
     head_lr:float = 1e-3               # learning rate of projections, TAP and cluster heads
@@ -121,11 +121,23 @@ class ExperimentConfig:
     weight_decay:float = 0.0           # AdamW weight decay
     warmup_epochs:float = 1.0          # linear warm-up, then cosine decay to min_lr
     min_lr:float = 1e-7                # final learning rate of the cosine schedule
+    precision:str = '32-true'          # Fabric precision: '32-true', 'bf16-mixed' or '16-mixed' (papers: fp16 mixed)
+    accumulate_batches:int = 1         # batches whose gradients add up to one optimizer step
+    grad_clip:float = 0.0              # clip the gradient norm to this (0: no clipping)
+    # stages (1: contrastive; 2: + distillation from teachers; 3: + caption-cluster classification)
+    init_checkpoint:str = ''           # start from these weights: a run folder or checkpoint file (empty: fresh model)
+    teachers:str = ''                  # teacher file from laretrieval.ensemble for distillation (empty: none)
+    cluster_labels:str = ''            # caption cluster labels CSV from laretrieval.clustering (empty: none)
+    contrastive_weight:float = 1.0     # weight of the contrastive loss
+    distill_weight:float = 1.0         # weight of the distillation loss (used with teachers)
+    cluster_weight:float = 1.0         # weight of the cluster classification loss (used with cluster_labels)
     # run
     seed:int = 0                       # seeds model init and data order
     device:str = ''                    # empty: the device in settings.ini; else cpu, cuda, cuda:1
     num_threads:int = 0                # torch CPU threads (0: the value in settings.ini)
     eval_batch_size:int = 64           # clips/captions per forward pass during evaluation
+    devices:int = 1                    # processes of one run (GPUs, or CPU processes); over 1 runs Fabric DDP
+    checkpoint_every:int = 0           # also checkpoint every this many optimizer steps inside an epoch (0: epoch ends only)
     output_dir:str = ''                # where results go (empty: runs_dir/interactive-TIME)
 
     @classmethod

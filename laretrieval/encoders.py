@@ -120,6 +120,9 @@ class PaSSTAudioEncoder(nn.Module):
             self.net = passt.get_model(arch=arch, pretrained=pretrained, n_classes=527, in_channels=1, fstride=10, tstride=10,
                                        input_fdim=128, input_tdim=998, s_patchout_t=s_patchout_t, s_patchout_f=s_patchout_f)
         passt.first_RUN = False
+        # the AudioSet classifier heads are not used for retrieval; frozen so that DDP does not wait for their gradients
+        for head in (self.net.pre_logits, self.net.head, self.net.head_dist):
+            if head is not None: head.requires_grad_(False)
         self.out_dim = self.net.embed_dim
 
     def tokens(self, mel:torch.Tensor)->tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

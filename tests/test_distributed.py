@@ -1,0 +1,34 @@
+"Two CPU processes under Fabric DDP (gloo) compute the loss and gradients of one process on the concatenated batch."
+import os, subprocess, sys
+from pathlib import Path
+
+import pytest
+import torch
+
+WORKER = Path(__file__).with_name('ddp_step_worker.py')
+
+def run_worker(devices:int, variant:str, out:Path)->dict:
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'OMP_NUM_THREADS': '1'}
+    env.pop('MASTER_PORT', None)
+    done = subprocess.run([sys.executable, str(WORKER), '--devices', str(devices), '--variant', variant, '--out', str(out)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return torch.load(out)
+
+@pytest.mark.slow
+@pytest.mark.parametrize('variant', ['stages', 'sigmoid_tap'])
+def test_two_process_ddp_equals_one_process_on_the_concatenated_batch(tmp_path, variant):
+    one = run_worker(1, variant, tmp_path / 'one.pt')
+    two = run_worker(2, variant, tmp_path / 'two.pt')
+    assert len(one['clip_ids']) == 8 and len(two['clip_ids']) == 4  # process 0 of two holds half the batch
+    assert one['clip_ids'][:4] == two['clip_ids']                   # ... the first half of the one-process batch
+    assert one['terms'].keys() == two['terms'].keys()
+    if variant == 'stages': assert {'contrastive', 'distillation', 'cluster'} <= one['terms'].keys()
+    for name, value in one['terms'].items(): assert two['terms'][name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    assert one['grads'].keys() == two['grads'].keys() and len(one['grads']) > 10
+    for name, g in one['grads'].items():
+        assert g.abs().max() > 0 or two['grads'][name].abs().max() == 0, name
+        torch.testing.assert_close(two['grads'][name], g, rtol=1e-4, atol=1e-6, msg=lambda m: f'{name}: {m}')
+    # the loss's own parameters (sigmoid t, b) and parameters after the gather (TAP) are part of the comparison
+    if variant == 'sigmoid_tap': assert {'loss.contrastive.t', 'loss.contrastive.b'} <= one['grads'].keys()
+    if variant == 'sigmoid_tap': assert any(n.startswith('model.tap.') for n in one['grads'])
