@@ -47,6 +47,13 @@ def main(argv:list[str]|None=None):
     trn.add_argument('--output-dir', type=Path, required=True, help='the run folder (checkpoints, log.jsonl, metrics.json)')
     trn.add_argument('--resume', action='store_true', help='continue from OUTPUT_DIR/last.ckpt')
     trn.add_argument('--quiet', action='store_true', help='no progress bars or per-epoch lines')
+    ens = sub.add_parser('ensemble', help='evaluate an ensemble of finished runs (weights chosen on validation); export it as a teacher')
+    ens.add_argument('runs', type=Path, nargs='+', help='run folders (config.json + checkpoint.pt)')
+    ens.add_argument('--output-dir', type=Path, required=True, help='gets ensemble.json, per_query_t2a.csv (and teacher.pt)')
+    ens.add_argument('--normalize', choices=['zscore', 'raw'], default='zscore', help='z-score each model\'s matrix before averaging (default)')
+    ens.add_argument('--equal-weights', action='store_true', help='do not choose weights on validation')
+    ens.add_argument('--teacher', action='store_true', help='also write the ensemble\'s training-set correspondences as teacher.pt (stage 2)')
+    ens.add_argument('--device', default='auto')
     show = sub.add_parser('show', help="print a finished run's metrics table")
     show.add_argument('run_dir', type=Path)
     abl = sub.add_parser('ablate', help='run a grid of experiments (YAML: lists are axes) and print mean ± std per arm')
@@ -67,6 +74,11 @@ def main(argv:list[str]|None=None):
             metrics = run_training(ExperimentConfig.from_dict({**params, 'output_dir': str(args.output_dir)}), args.output_dir,
                                    resume=args.resume, progress=not args.quiet)
             if metrics is not None: print(metrics_table(metrics))
+            return 0
+        if args.command == 'ensemble':
+            from laretrieval.pipeline import ensemble_runs, ensemble_table
+            result = ensemble_runs(args.runs, args.output_dir, args.normalize, choose=not args.equal_weights, teacher=args.teacher, device=args.device)
+            print(ensemble_table(result)); print(f"\nresults: {args.output_dir / 'ensemble.json'}")
             return 0
         if args.command == 'experiment':
             params = yaml.safe_load(args.params.read_text()) or {} if args.params else {}

@@ -1,4 +1,5 @@
 "Study notebooks run end to end with tiny parameters (the full settings are for a researcher's machine)."
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -20,3 +21,18 @@ def test_study_runs_its_grid_and_aggregates(tmp_path, study, arms):
     if study == 'llm_captions': results['arm'] = results['extra_captions'].fillna('').map(lambda p: 'original + generated' if p else 'original')
     assert set(results['arm']) == arms and (results['status'] == 'done').all() and len(results) == 2
     assert (tmp_path / 'batch' / 'study.png').stat().st_size > 0
+
+
+def test_stages_study_trains_ensembles_distills_and_compares(tmp_path):
+    pm.execute_notebook(str(STUDIES / 'stages.ipynb'), str(tmp_path / 'executed.ipynb'), progress_bar=False, kernel_name='python3',
+                        parameters=dict(seeds=[0, 1], epochs=1, stage_epochs=1, builtin_clips=40, n_clusters=3, extra=TINY,
+                                        batch_dir=str(tmp_path / 'stages')))
+    out = tmp_path / 'stages'
+    for run in ('stage1-seed0', 'stage1-seed1', 'stage2-distill', 'stage1-continued', 'stage3-clusters'):
+        assert (out / run / 'metrics.json').exists(), run
+    assert json.loads((out / 'stage2-distill' / 'config.json').read_text())['contrastive_weight'] == 0.0
+    log = [json.loads(l) for l in (out / 'stage3-clusters' / 'log.jsonl').read_text().splitlines()]
+    assert {'contrastive', 'distillation', 'cluster'} <= set(log[0])
+    comparisons = pd.read_csv(out / 'comparisons.csv')
+    assert len(comparisons) == 6 and comparisons['p_value'].between(0, 1).all()
+    assert (out / 'stages.png').stat().st_size > 0
