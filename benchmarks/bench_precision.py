@@ -59,7 +59,8 @@ def main():
             seconds = (time.perf_counter() - start) / steps
             memory = torch.cuda.max_memory_allocated() / 2**30 if gpu else float('nan')
             results[precision] = (batch / seconds, seconds, memory, loss)
-            print(f'{precision:>10}: {batch / seconds:8.1f} samples/s  ({seconds * 1000:.0f} ms/step, peak GPU memory {memory:.1f} GiB, loss {loss:.3f})')
+            peak = f', peak GPU memory {memory:.1f} GiB' if gpu else ''
+            print(f'{precision:>10}: {batch / seconds:8.1f} samples/s  ({seconds * 1000:.0f} ms/step{peak}, loss {loss:.3f})')
             del fabric_step, optimizer, step
             if gpu: torch.cuda.empty_cache()
     name = torch.cuda.get_device_name() if gpu else f'CPU ({torch.get_num_threads()} threads)'

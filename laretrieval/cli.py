@@ -8,7 +8,7 @@ Docs: https://laretrieval.github.io/laretrieval/cli.html.md"""
 
 # %% ../nbs/16_cli.ipynb #f8a03cfe
 from __future__ import annotations
-import argparse, logging, sys
+import argparse, logging, re, sys
 from pathlib import Path
 
 import yaml
@@ -27,7 +27,10 @@ def parse_overrides(pairs:list[str])->dict:
     for pair in pairs:
         if '=' not in pair: raise ValueError(f"--set expects key=value, got {pair!r}")
         key, value = pair.split('=', 1)
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else ''
+        parsed = yaml.safe_load(value) if value.strip() else ''
+        if isinstance(parsed, str) and re.fullmatch(r'[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+', parsed.strip()):
+            parsed = float(parsed)  # YAML 1.1 reads 3e-5 (no dot) as a string; researchers mean the number
+        out[key.strip()] = parsed
     return out
 
 # %% ../nbs/16_cli.ipynb #952a7d34
