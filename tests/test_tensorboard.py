@@ -1,0 +1,28 @@
+"With the optional `tensorboard` package installed, training also writes TensorBoard scalars (skipped without it)."
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip('tensorboard')
+
+
+def test_training_writes_step_and_epoch_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from laretrieval.config import ExperimentConfig, seed_everything
+    from laretrieval.datasets import AudioCaptionDataset, make_builtin_set, split_clips
+    from laretrieval.model import build_model
+    from laretrieval.train import JsonlLog, train
+    seed_everything(0)
+    cfg = ExperimentConfig(builtin_clips=40, audio_width=8, embed_dim=16, text_trainable_layers=0, epochs=1, batch_size=8)
+    clips = make_builtin_set(cfg.builtin_clips, cfg.data_seed, cfg.sample_rate)
+    train_set = AudioCaptionDataset(split_clips(clips, 'train'), cfg.sample_rate, 4.0, per_caption=True)
+    val_set = AudioCaptionDataset(split_clips(clips, 'val'), cfg.sample_rate, 4.0)
+    train(build_model(cfg), train_set, val_set, cfg, progress=False, output_dir=tmp_path)
+    events = sorted((tmp_path / 'tensorboard').rglob('events.out.tfevents.*'))
+    assert len(events) == 1
+    scalars = EventAccumulator(str(events[0])); scalars.Reload()
+    steps = [r for r in JsonlLog(tmp_path / 'log.jsonl').records() if r['kind'] == 'step']
+    logged = scalars.Scalars('train/total')
+    assert [e.step for e in logged] == [r['step'] for r in steps]
+    assert [e.value for e in logged] == pytest.approx([r['total'] for r in steps], rel=1e-6)
+    assert len(scalars.Scalars('val/t2a_mAP@10')) == 1
