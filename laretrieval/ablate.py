@@ -6,18 +6,18 @@ Docs: https://laretrieval.github.io/laretrieval/ablate.html.md"""
 
 # %% ../nbs/13_ablate.ipynb #28e45d8e
 from __future__ import annotations
-import hashlib, itertools, json, os, tempfile, time, traceback
+import hashlib, itertools, json, time, traceback
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .config import ExperimentConfig
+from .config import ExperimentConfig, atomic_write
 from .experiment import DEFAULT_NOTEBOOK, run_experiment, load_metrics
 
 # %% auto #0
-__all__ = ['expand_grid', 'arm_of', 'run_id_of', 'write_atomic', 'flatten_metrics', 'run_grid', 'summarize_arms', 'format_arms',
-           'plot_arms', 'validation_curves', 'plot_validation_curves', 'per_query_by_arm', 'compare_arms']
+__all__ = ['expand_grid', 'arm_of', 'run_id_of', 'flatten_metrics', 'run_grid', 'summarize_arms', 'format_arms', 'plot_arms',
+           'validation_curves', 'plot_validation_curves', 'per_query_by_arm', 'compare_arms']
 
 # %% ../nbs/13_ablate.ipynb #ee734278
 def expand_grid(grid:dict # field -> value, or list of values to vary
@@ -42,16 +42,6 @@ def run_id_of(params:dict, varied:list[str])->str:
     return ''.join(c if c.isalnum() or c in '-_.' else '-' for c in name) + '_' + digest
 
 # %% ../nbs/13_ablate.ipynb #ffe3ecc1
-def write_atomic(df:pd.DataFrame, path:Path):
-    "Write a CSV so that readers see the old or the new file, never a partial one."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f: df.to_csv(f, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
-
 def flatten_metrics(metrics:dict)->dict:
     "metrics.json -> flat columns: t2a_mAP@10, a2t_R@1, ..., best_epoch."
     row = {f'{d}_{k}': v for d in ('t2a', 'a2t') for k, v in metrics['test'][d].items() if not k.startswith('chance')}
@@ -88,7 +78,7 @@ def run_grid(grid:dict,                      # see expand_grid
                                                                       traceback=traceback.format_exc()), indent=2))
             row['seconds'] = time.perf_counter() - start
         rows.append(row)
-        write_atomic(pd.DataFrame(rows), batch_dir / 'results.csv')
+        with atomic_write(batch_dir / 'results.csv') as f: pd.DataFrame(rows).to_csv(f, index=False)
         bar.set_postfix(executed=executed, failed=sum(r['status'] == 'failed' for r in rows))
     return pd.DataFrame(rows)
 

@@ -6,7 +6,7 @@ Docs: https://laretrieval.github.io/laretrieval/audio.html.md"""
 
 # %% ../nbs/01_audio.ipynb #7e7a3774
 from __future__ import annotations
-import hashlib, logging, math, os, tempfile
+import hashlib, logging, math
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import Settings, load_settings
+from .config import Settings, atomic_write, load_settings
 
 # %% auto #0
 __all__ = ['to_mono', 'resample', 'AudioFileError', 'decode_audio', 'AudioCache', 'load_audio', 'pad_or_crop', 'segment',
@@ -101,13 +101,7 @@ class AudioCache:
         "Store `wave` atomically (temporary file in the same folder, then rename)."
         if not self.enabled: return
         entry = self.entry(path, target_sr)
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix='.tmp')
-        try:
-            with os.fdopen(fd, 'wb') as f: np.save(f, wave.astype(np.float32, copy=False))
-            os.replace(tmp, entry)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True); raise
+        with atomic_write(entry, 'wb') as f: np.save(f, wave.astype(np.float32, copy=False))
 
 def load_audio(path:str|Path,  # any format soundfile reads
                target_sr:int,  # output sample rate

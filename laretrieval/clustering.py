@@ -6,7 +6,7 @@ Docs: https://laretrieval.github.io/laretrieval/clustering.html.md"""
 
 # %% ../nbs/09_clustering.ipynb #4f3ff8f4
 from __future__ import annotations
-import os, re, tempfile
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,8 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import silhouette_score
 from tqdm.auto import tqdm
+
+from .config import atomic_write
 
 # %% auto #0
 __all__ = ['LABEL_COLUMNS', 'read_caption_csv', 'embed_captions', 'cluster_embeddings', 'silhouette_by_k', 'cluster_sizes',
@@ -170,13 +172,8 @@ def write_cluster_labels(table:pd.DataFrame, # with file_name, caption_index, ca
     "Write the labels CSV atomically; returns its path."
     missing = set(LABEL_COLUMNS) - set(table.columns)
     if missing: raise ValueError(f"labels table lacks column(s) {sorted(missing)}")
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w', newline='') as f: table[LABEL_COLUMNS].to_csv(f, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+    path = Path(path)
+    with atomic_write(path) as f: table[LABEL_COLUMNS].to_csv(f, index=False)
     return path
 
 def load_cluster_labels(path:str|Path # a labels CSV written by `write_cluster_labels`

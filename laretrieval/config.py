@@ -6,8 +6,8 @@ Docs: https://laretrieval.github.io/laretrieval/config.html.md"""
 
 # %% ../nbs/00_config.ipynb #72b89e12
 from __future__ import annotations
-import configparser, dataclasses, os, random, typing
-from dataclasses import dataclass, field, fields, asdict
+import configparser, contextlib, os, random, tempfile, typing
+from dataclasses import dataclass, fields, asdict
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ import torch
 
 # %% auto #0
 __all__ = ['SETTINGS_DEFAULTS', 'find_settings_file', 'Settings', 'load_settings', 'as_switch', 'ExperimentConfig', 'check_type',
-           'params_from_namespace', 'seed_everything', 'resolve_device']
+           'params_from_namespace', 'seed_everything', 'resolve_device', 'atomic_write']
 
 # %% ../nbs/00_config.ipynb #fde8aebe
 SETTINGS_DEFAULTS = dict(data_root='~/data', runs_dir='runs', cache_dir='~/.cache/laretrieval', audio_cache='on', device='auto',
@@ -183,3 +183,21 @@ def resolve_device(name:str='auto' # 'auto', 'cpu', 'cuda', 'cuda:N'
     device = torch.device(name)
     if device.type == 'cuda' and not torch.cuda.is_available(): raise RuntimeError(f"device {name!r} requested but CUDA is not available")
     return device
+
+# %% ../nbs/00_config.ipynb #2729ceb7
+@contextlib.contextmanager
+def atomic_write(path:str|Path, # the file to (re)write
+                 mode:str='w'): # 'w' (text) or 'wb' (binary)
+    "Yield a file object for a temporary file beside `path`; renamed over `path` once the block ends without error."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    umask = os.umask(0); os.umask(umask)
+    # mkstemp makes the file private (0600); give it the old file's mode, else what open() would have given
+    os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~umask)
+    try:
+        with os.fdopen(fd, mode, **({} if 'b' in mode else dict(newline=''))) as f:
+            yield f
+            f.flush(); os.fsync(f.fileno())  # on disk before it takes the name
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True); raise

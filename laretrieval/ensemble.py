@@ -6,11 +6,12 @@ Docs: https://laretrieval.github.io/laretrieval/ensemble.html.md"""
 
 # %% ../nbs/12_ensemble.ipynb #62449ec8
 from __future__ import annotations
-import itertools, math, os, tempfile
+import itertools, math
 from pathlib import Path
 
 import torch
 
+from .config import atomic_write
 from .datasets import AudioCaptionDataset
 from .losses import positive_mask, teacher_similarity
 from .metrics import evaluate_retrieval, retrieval_metrics, summarize
@@ -282,21 +283,13 @@ class TeacherTargets:
         return cls(distinct, clip_ids, matrix=(total / len(models)).float(), n_teachers=len(models))
 
     def save(self, path:str|Path)->Path:
-        "Write the teacher to `path` atomically (a temporary file in the same folder, then os.replace)."
+        "Write the teacher to `path` atomically (`atomic_write`)."
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = dict(format=self.FORMAT, version=self.VERSION, kind=self.kind, n_teachers=self.n_teachers,
                      caption_texts=self.caption_texts, clip_ids=self.clip_ids,
                      text_embeddings=self.text_embeddings, audio_embeddings=self.audio_embeddings, matrix=self.matrix)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                torch.save(state, f)
-                f.flush(); os.fsync(f.fileno())  # on disk before it takes the name
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path, 'wb') as f: torch.save(state, f)
         return path
 
     @classmethod

@@ -7,7 +7,7 @@ Docs: https://laretrieval.github.io/laretrieval/pipeline.html.md"""
 
 # %% ../nbs/11b_pipeline.ipynb #15b4f574
 from __future__ import annotations
-import json, time
+import json
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -8,7 +8,7 @@ Docs: https://laretrieval.github.io/laretrieval/train.html.md"""
 
 # %% ../nbs/11_train.ipynb #ea3e7f17
 from __future__ import annotations
-import copy, itertools, json, math, os, random, time
+import copy, itertools, json, math, random, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
-from .config import ExperimentConfig, resolve_device
+from .config import ExperimentConfig, atomic_write, resolve_device
 from .datasets import AudioCaptionDataset, collate
 from .ensemble import TeacherTargets
 from .losses import make_loss, positive_mask, DistillationLoss, ClusterHeads, CombinedLoss
@@ -139,12 +139,8 @@ class TrainingStep(nn.Module):
 
 # %% ../nbs/11_train.ipynb #8853d42b
 def atomic_save(obj, path:str|Path):
-    "torch.save to a temporary file beside `path`, then rename it over `path`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        torch.save(obj, tmp); os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
+    "torch.save through `atomic_write`: the previous file stays whole until the new one is complete."
+    with atomic_write(path, 'wb') as f: torch.save(obj, f)
 
 def rng_state()->dict:
     "This process's python, numpy, torch (and CUDA) generator states."
@@ -187,8 +183,7 @@ class JsonlLog:
             try: record = json.loads(line)
             except json.JSONDecodeError: continue  # a line cut off by a kill
             if record['step'] <= step: keep.append(line)
-        tmp = self.path.with_name(self.path.name + '.tmp')
-        tmp.write_text(''.join(l + '\n' for l in keep)); os.replace(tmp, self.path)
+        with atomic_write(self.path) as f: f.write(''.join(l + '\n' for l in keep))
 
 def tensorboard_loggers(output_dir:Path|None)->list:
     "Fabric's TensorBoard logger when `tensorboard` is installed (and there is a run folder); else none."
