@@ -124,14 +124,23 @@ def plot_validation_curves(curves:pd.DataFrame, metric:str='val_t2a_mAP@10', ax=
 # %% ../nbs/13_ablate.ipynb #9e2a92be
 def per_query_by_arm(results:pd.DataFrame, batch_dir:str|Path, metric:str='mAP@10')->pd.DataFrame:
     "Per-query `metric` averaged over each arm's finished seeds: one column per arm, one row per test query."
-    columns = {}
+    columns, reference = {}, None
     for arm, runs in results[results['status'] == 'done'].groupby('arm'):
-        tables = [pd.read_csv(Path(batch_dir) / 'runs' / r / 'per_query_t2a.csv') for r in runs['run_id']]
-        keys = tables[0]['key'] if 'key' in tables[0] else tables[0]['clip_id']
-        for t in tables[1:]:
-            if len(t) != len(tables[0]): raise ValueError(f"arm {arm!r}: runs evaluated different test queries ({len(t)} vs {len(tables[0])})")
+        tables = []
+        for run_id in runs['run_id']:
+            path = Path(batch_dir) / 'runs' / run_id / 'per_query_t2a.csv'
+            table = pd.read_csv(path, keep_default_na=False)
+            if reference is None: reference = (path, table['key'])
+            # values are paired by row: every run must have ranked the same queries in the same order
+            same = len(table) == len(reference[1]) and (table['key'].values == reference[1].values).all()
+            if not same:
+                n = min(len(table), len(reference[1]))
+                row = next((i for i in range(n) if table['key'].iat[i] != reference[1].iat[i]), n)
+                raise ValueError(f"{path} and {reference[0]} hold other test queries ({len(table)} vs {len(reference[1])} rows; "
+                                 f"first difference at data row {row + 1}): their per-query values cannot be paired")
+            tables.append(table)
         columns[arm] = sum(t[metric] for t in tables) / len(tables)
-    frame = pd.DataFrame(columns); frame.insert(0, 'key', keys.values)
+    frame = pd.DataFrame(columns); frame.insert(0, 'key', reference[1].values)
     return frame
 
 def compare_arms(results:pd.DataFrame, batch_dir:str|Path, a:str, b:str, metric:str='mAP@10', seed:int=0,

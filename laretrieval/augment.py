@@ -16,6 +16,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from .datasets import Clip, AudioCaptionDataset
+from .corpora import LoadReport, read_csv_rows
 
 # %% auto #0
 __all__ = ['AugmentConfig', 'db_to_amplitude', 'random_gain', 'rms', 'mix_parts', 'mix_at_snr', 'band_masks', 'spec_augment',
@@ -148,14 +149,20 @@ def read_caption_table(path:str|Path,           # CSV with an id column and capt
                        id_column:str='file_name',
                        caption_columns:list[str]|None=None # default: every column whose name starts with 'caption'
                       )->dict[str, list[str]]:
-    "Clip id -> captions from a caption CSV; empty cells are skipped, a repeated id is an error naming the file."
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    columns = caption_columns or [c for c in table.columns if c.startswith('caption')]
-    missing = [c for c in [id_column, *columns] if c not in table.columns]
-    if missing or not columns: raise ValueError(f"{path}: missing column(s) {missing or ['caption*']}; it has {list(table.columns)}")
-    repeated = table[id_column][table[id_column].duplicated()]
-    if len(repeated): raise ValueError(f"{path}: clip id {repeated.iloc[0]!r} appears more than once (row {repeated.index[0] + 2})")
-    return {row[id_column]: [row[c].strip() for c in columns if row[c].strip()] for _, row in table.iterrows()}
+    "Clip id -> captions from a caption CSV; empty cells are skipped, a repeated or empty id is an error naming the file and row."
+    report = LoadReport()
+    header, rows = read_csv_rows(Path(path), report)  # the corpora's CSV reading: encodings, BOM, cells beyond the header
+    columns = caption_columns or [c for c in header if c.startswith('caption')]
+    missing = [c for c in [id_column, *columns] if c not in header]
+    if missing or not columns: raise ValueError(f"{path}: missing column(s) {missing or ['caption*']}; it has {header}")
+    table = {}
+    for line, row in rows:
+        clip_id = row[id_column] or ''
+        if not clip_id.strip(): raise ValueError(f"{path}: empty {id_column} (row {line})")
+        if clip_id in table: raise ValueError(f"{path}: clip id {clip_id!r} appears more than once (row {line})")
+        table[clip_id] = [text for text in ((row[c] or '').strip() for c in columns) if text]
+    if report.notes: report.log(str(path))
+    return table
 
 @dataclass
 class CaptionMergeReport:

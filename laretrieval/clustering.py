@@ -22,6 +22,7 @@ from sklearn.metrics import silhouette_score
 from tqdm.auto import tqdm
 
 from .config import atomic_write
+from .corpora import LoadReport, read_csv_rows
 
 # %% auto #0
 __all__ = ['LABEL_COLUMNS', 'read_caption_csv', 'embed_captions', 'cluster_embeddings', 'silhouette_by_k', 'cluster_sizes',
@@ -35,14 +36,16 @@ def read_caption_csv(path:str|Path,         # CSV with file_name, caption_1 .. c
     "One row per caption: file_name, caption_index, caption (clip order, then column order)."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"caption file not found: {path}")
-    wide = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if 'file_name' not in wide.columns: raise ValueError(f"{path}: no 'file_name' column (columns: {list(wide.columns)})")
-    numbered = {int(c.split('_')[1]): c for c in wide.columns if re.fullmatch(r'caption_\d+', c)}
+    report = LoadReport()
+    header, rows = read_csv_rows(path, report)  # the corpora's CSV reading: encodings, BOM, cells beyond the header
+    if 'file_name' not in header: raise ValueError(f"{path}: no 'file_name' column (columns: {header})")
+    numbered = {int(c.split('_')[1]): c for c in header if re.fullmatch(r'caption_\d+', c)}
     wanted = sorted(numbered) if columns is None else list(columns)
     absent = [k for k in wanted if k not in numbered]
-    if absent or not wanted: raise ValueError(f"{path}: caption column(s) {absent or 'caption_<k>'} not found (columns: {list(wide.columns)})")
-    long = pd.DataFrame([(row, f, k, c) for k in wanted for row, (f, c) in enumerate(zip(wide.file_name, wide[numbered[k]]), 1)],
-                        columns=['row', 'file_name', 'caption_index', 'caption']).sort_values(['row', 'caption_index'], kind='stable')
+    if absent or not wanted: raise ValueError(f"{path}: caption column(s) {absent or 'caption_<k>'} not found (columns: {header})")
+    if report.notes: report.log(str(path))
+    long = pd.DataFrame([(n, row['file_name'] or '', k, row[numbered[k]] or '') for n, (_, row) in enumerate(rows, 1) for k in wanted],
+                        columns=['row', 'file_name', 'caption_index', 'caption'])
     blank = long[long.caption.str.strip() == '']
     if len(blank):
         first = blank.iloc[0]

@@ -90,8 +90,14 @@ def read_csv_rows(path:Path, report:LoadReport)->tuple[list[str], list[tuple[int
         text = raw.decode('latin-1'); report.notes.append(f"{path.name} is not UTF-8; read as Latin-1")
     reader = csv.DictReader(io.StringIO(text, newline=''))
     if not reader.fieldnames: raise ValueError(f"{path} is empty (no header row)")
-    rows = [(reader.line_num, row) for row in reader]
-    return [c.strip() for c in reader.fieldnames], rows
+    reader.fieldnames = [c.strip() for c in reader.fieldnames]  # the rows' keys too, not only the header we return
+    rows = []
+    for row in reader:
+        extra = [c for c in row.get(None) or [] if c.strip()]  # a trailing empty cell is harmless
+        if extra: raise ValueError(f"{path} line {reader.line_num}: {len(row[None])} cell(s) beyond the {len(reader.fieldnames)} "
+                                   f"header columns (first: {extra[0]!r}); a shifted row or a caption with an unquoted comma?")
+        rows.append((reader.line_num, {k: v for k, v in row.items() if k is not None}))
+    return list(reader.fieldnames), rows
 
 def caption_columns(header:list[str], path:Path, n_captions:int|None=None)->list[str]:
     "`['caption']`, or `caption_1..N` in numeric order; an error naming the file when they are missing."
