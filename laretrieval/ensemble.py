@@ -120,15 +120,6 @@ def choose_weights(val_sims:list[torch.Tensor], # per model: validation (n_capti
     return best
 
 # %% ../nbs/12_ensemble.ipynb #9e1b12e3
-@torch.no_grad()
-def _scores(model, text:torch.Tensor, audio, device)->torch.Tensor:
-    "model.similarity of CPU embeddings computed on `device` (TAP's chunked path, in eval mode), back on the CPU."
-    was_training = model.training; model.eval()
-    to = lambda x: None if x is None else x.to(device)
-    out = model.similarity(text.to(device), type(audio)(*map(to, audio))).float().cpu()
-    model.train(was_training)
-    return out
-
 def model_similarities(models:list,          # DualEncoders, already on `device`
                        dataset:AudioCaptionDataset, # per-clip split (e.g. validation)
                        batch_size:int=64, device:str|torch.device='cpu',
@@ -136,16 +127,14 @@ def model_similarities(models:list,          # DualEncoders, already on `device`
                        progress:bool=False,
                       )->tuple[list[torch.Tensor], list, list]:
     "Each model's caption x clip similarity matrix on `dataset`, with the text and audio keys deciding relevance."
-    from laretrieval.model import embed_split
-    from laretrieval.train import relevance_keys  # train imports this module: import it here, not at the top
+    from laretrieval.train import split_similarity  # train imports this module: import it here, not at the top
     if not models: raise ValueError("need at least one model")
     sims, keys = [], None
     for n, model in enumerate(models):
-        emb = embed_split(model, dataset, batch_size, device, progress)
-        text, text_keys, audio_keys = relevance_keys(emb, dataset.clips, positives)
+        sim, text_keys, audio_keys = split_similarity(model, dataset, batch_size, device, positives, progress)
         if keys is None: keys = (list(text_keys), list(audio_keys))
         elif (list(text_keys), list(audio_keys)) != keys: raise ValueError(f"model {n} gives other relevance keys than model 0 on the same dataset")
-        sims.append(_scores(model, text, emb['audio'], device))
+        sims.append(sim)
     return sims, keys[0], keys[1]
 
 # %% ../nbs/12_ensemble.ipynb #8762b93e
@@ -266,7 +255,7 @@ class TeacherTargets:
                     dataset:AudioCaptionDataset,    # per-clip training split holding all captions of each clip
                     batch_size:int=64, device:str|torch.device='cpu', progress:bool=False)->TeacherTargets:
         "Teachers exported from models: unit embeddings, or (when any model uses TAP) the mean of their score matrices."
-        from laretrieval.model import embed_split  # the encoders bring in transformers: import where used
+        from laretrieval.model import embed_split, score_embeddings  # the encoders bring in transformers: import where used
         if not models: raise ValueError("need at least one teacher model")
         texts = caption_rows(dataset)
         distinct, first, _ = _first_rows(texts)
@@ -277,7 +266,7 @@ class TeacherTargets:
             if len(emb['text']) != len(texts): raise ValueError(f"model {n} embedded {len(emb['text'])} captions, the dataset holds {len(texts)}")
             clip_ids = clip_ids or list(emb['audio_ids'])
             if not tap: text_embs.append(emb['text']); audio_embs.append(emb['audio'].vector); continue
-            scores = _scores(model, emb['text'][first], emb['audio'], device).double()  # distinct captions only
+            scores = score_embeddings(model, emb['text'][first], emb['audio'], device).double()  # distinct captions only
             total = scores if total is None else total + scores
         if not tap: return cls.from_embeddings(text_embs, audio_embs, texts, clip_ids)
         return cls(distinct, clip_ids, matrix=(total / len(models)).float(), n_teachers=len(models))

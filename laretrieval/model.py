@@ -19,7 +19,7 @@ from .pooling import masked_mean, TextAwareAttentionPooling
 from typing import NamedTuple
 
 # %% auto #0
-__all__ = ['AudioEmbedding', 'cat_audio_embeddings', 'DualEncoder', 'build_model', 'embed_split']
+__all__ = ['AudioEmbedding', 'cat_audio_embeddings', 'DualEncoder', 'build_model', 'embed_split', 'score_embeddings']
 
 # %% ../nbs/08_model.ipynb #d07e3328
 class AudioEmbedding(NamedTuple):
@@ -105,3 +105,14 @@ def embed_split(model:DualEncoder, dataset:AudioCaptionDataset, # per-clip datas
         audio_ids += batch['clip_ids']; text_ids += [i for i, caps in zip(batch['clip_ids'], batch['captions']) for _ in caps]
     model.train(was_training)
     return dict(audio=cat_audio_embeddings(audio), text=torch.cat(text), audio_ids=audio_ids, text_ids=text_ids)
+
+# %% ../nbs/08_model.ipynb #efc7b3ce
+@torch.no_grad()
+def score_embeddings(model:DualEncoder, text:torch.Tensor, audio:AudioEmbedding, # CPU embeddings from `embed_split`
+                     device:str|torch.device='cpu')->torch.Tensor:
+    "`model.similarity` of embedded captions x clips, computed on `device` in eval mode, returned on the CPU."
+    was_training = model.training; model.eval()
+    to = lambda x: None if x is None else x.to(device)
+    scores = model.similarity(text.to(device), AudioEmbedding(*map(to, audio))).float().cpu()
+    model.train(was_training)
+    return scores

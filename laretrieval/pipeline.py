@@ -19,8 +19,8 @@ from .config import ExperimentConfig, Settings, load_settings, resolve_device, s
 from .datasets import AudioCaptionDataset, Clip, make_builtin_set, split_clips
 from .losses import positive_mask
 from .metrics import evaluate_retrieval, retrieval_metrics
-from .model import DualEncoder, build_model, embed_split
-from .train import TrainResult, make_fabric, relevance_keys, train
+from .model import DualEncoder, build_model
+from .train import TrainResult, make_fabric, split_similarity, train
 
 # %% auto #0
 __all__ = ['CLIP_SECONDS', 'DATA_FIELDS', 'Splits', 'corpus_clips', 'build_datasets', 'model_for', 'test_and_save',
@@ -89,9 +89,7 @@ def test_and_save(model:DualEncoder, result:TrainResult, test_set:AudioCaptionDa
     "Evaluate the best weights on the test split and write checkpoint.pt, metrics.json, history.csv, per_query_t2a.csv."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     model.load_state_dict(result.best_state)
-    emb = embed_split(model, test_set, cfg.eval_batch_size, device)
-    text, text_keys, audio_keys = relevance_keys(emb, test_set.clips, cfg.positives)
-    similarity = model.similarity(text, emb['audio'])
+    similarity, text_keys, audio_keys = split_similarity(model, test_set, cfg.eval_batch_size, device, cfg.positives)
     per_query = retrieval_metrics(similarity, positive_mask(text_keys, audio_keys), map_ks=(10, 16))
     pd.DataFrame(dict(query=range(len(text_keys)), key=text_keys, **per_query)).to_csv(out / 'per_query_t2a.csv', index=False)
     pd.DataFrame(result.history).to_csv(out / 'history.csv', index=False)

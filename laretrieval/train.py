@@ -24,13 +24,13 @@ from .datasets import AudioCaptionDataset, collate
 from .ensemble import TeacherTargets
 from .losses import make_loss, positive_mask, DistillationLoss, ClusterHeads, CombinedLoss
 from .metrics import evaluate_retrieval
-from .model import AudioEmbedding, DualEncoder, embed_split
+from .model import AudioEmbedding, DualEncoder, embed_split, score_embeddings
 
 # %% auto #0
 __all__ = ['RESUME_IGNORES', 'warmup_cosine', 'EpochBatches', 'process_group', 'gather_tensor', 'gather_objects', 'gather_audio',
            'loss_from_config', 'stage_loss', 'cluster_lookup', 'TrainingStep', 'atomic_save', 'rng_state',
-           'set_rng_state', 'check_resumable', 'JsonlLog', 'tensorboard_loggers', 'relevance_keys', 'evaluate_model',
-           'make_fabric', 'TrainResult', 'param_groups', 'load_stage_inputs', 'load_weights', 'train']
+           'set_rng_state', 'check_resumable', 'JsonlLog', 'tensorboard_loggers', 'relevance_keys', 'split_similarity',
+           'evaluate_model', 'make_fabric', 'TrainResult', 'param_groups', 'load_stage_inputs', 'load_weights', 'train']
 
 # %% ../nbs/11_train.ipynb #a3ad2fbf
 def warmup_cosine(optimizer:torch.optim.Optimizer, warmup_steps:int, total_steps:int, min_lr:float=1e-7):
@@ -205,12 +205,17 @@ def relevance_keys(emb:dict, clips:list, positives:str='clip')->tuple:
     for i, caption in enumerate(captions): first.setdefault(caption, i)
     return emb['text'][list(first.values())], list(first), captions
 
+def split_similarity(model:DualEncoder, dataset:AudioCaptionDataset, batch_size:int=64, device='cpu',
+                     positives:str='clip', progress:bool=False)->tuple[torch.Tensor, list, list]:
+    "Caption x clip scores of a per-clip split (eval mode, on the CPU) and the text and audio keys deciding relevance."
+    emb = embed_split(model, dataset, batch_size, device, progress)
+    text, text_keys, audio_keys = relevance_keys(emb, dataset.clips, positives)
+    return score_embeddings(model, text, emb['audio'], device), text_keys, audio_keys
+
 def evaluate_model(model:DualEncoder, dataset:AudioCaptionDataset, batch_size:int=64, device='cpu', progress=False,
                    positives:str='clip')->dict:
     "Text→audio and audio→text metrics of `model` on a per-clip dataset (relevance by clip id or caption text)."
-    emb = embed_split(model, dataset, batch_size, device, progress)
-    text, text_keys, audio_keys = relevance_keys(emb, dataset.clips, positives)
-    return evaluate_retrieval(model.similarity(text, emb['audio']), text_keys, audio_keys)
+    return evaluate_retrieval(*split_similarity(model, dataset, batch_size, device, positives, progress))
 
 # %% ../nbs/11_train.ipynb #2b6e4f8b
 def make_fabric(cfg:ExperimentConfig, device:str|torch.device|None=None, output_dir:str|Path|None=None):
