@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from .metrics import metrics_from_ranks, _stable_topk
+from .corpora import LoadReport, read_csv_rows
 
 # %% auto #0
 __all__ = ['GroundTruth', 'read_clotho_truth', 'read_relevance_file', 'fname_columns', 'export_submission', 'read_submission',
@@ -29,10 +30,11 @@ class GroundTruth:
 def _row(path, i:int)->str: return f"{path}, row {i + 1}"  # data rows counted from 1, after the header
 
 def _read_csv(path)->pd.DataFrame:
-    "A CSV as strings, empty cells kept as ''."
+    "A CSV as strings, empty cells kept as '' (read by the corpora's `read_csv_rows`: cells beyond the header are an error)."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path} not found")
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    header, rows = read_csv_rows(path, LoadReport())
+    return pd.DataFrame([[row.get(c) or '' for c in header] for _, row in rows], columns=header, dtype=str)
 
 def read_clotho_truth(path:str|Path # a Clotho caption file: file_name, caption_1..caption_5
                      )->GroundTruth:
@@ -46,7 +48,8 @@ def read_clotho_truth(path:str|Path # a Clotho caption file: file_name, caption_
         if not fname: raise ValueError(f"{_row(path, i)}: empty file_name")
         for c in caption_cols:
             caption = row[df.columns.get_loc(c)]
-            if caption and fname not in relevant.setdefault(caption, []): relevant[caption].append(fname)
+            if not caption.strip(): raise ValueError(f"{_row(path, i)}: empty {c} of {fname!r}")  # a query would vanish unseen
+            if fname not in relevant.setdefault(caption, []): relevant[caption].append(fname)
     dup = df['file_name'][df['file_name'].duplicated()]
     if len(dup): raise ValueError(f"{_row(path, dup.index[0])}: file {dup.iloc[0]!r} appears twice")
     return GroundTruth(relevant, df['file_name'].tolist())

@@ -182,7 +182,9 @@ def test_paired_test_known_answers_and_calibration():
     p = [paired_test(*rng.permuted(np.stack([ap, np.clip(ap + rng.normal(0, 0.1, 400), 0, 1)]), axis=0), n_resamples=199, seed=i)['p_value']
          for i in range(200)]
     assert 0.02 <= np.mean(np.array(p) < 0.05) <= 0.09, np.mean(np.array(p) < 0.05)
-    assert paired_test(ap, ap, seed=3) == paired_test(ap, ap, seed=3)
+    other = np.clip(ap + rng.normal(0, 0.1, 400), 0, 1)  # not identical inputs: with those every resample is 0
+    assert paired_test(ap, other, seed=3) == paired_test(ap, other, seed=3)
+    assert paired_test(ap, other, seed=3)['p_value'] != paired_test(ap, other, seed=4)['p_value']
 
 
 def test_paired_test_on_two_real_rankings():
@@ -267,3 +269,15 @@ def test_duplicate_captions_in_clotho_development_become_multi_positive(shared_d
     assert {(c, f) for c, files in truth.relevant.items() for f in files} == pairs
     assert sum(map(len, truth.relevant.values())) == len(pairs)  # no file twice for one caption
     assert len(truth.candidates) == 3839 and sum(len(f) > 1 for f in truth.relevant.values()) >= 1
+
+
+def test_clotho_truth_refuses_an_empty_caption_and_a_shifted_row(tmp_path):
+    "A blank caption cell would silently remove a query; a row with a cell beyond the header would shift columns."
+    good = tmp_path / 'truth.csv'; good.write_text('file_name,caption_1,caption_2\na.wav,dog barks,rain\nb.wav,a car,wind\n')
+    truth = read_clotho_truth(good)
+    assert truth.relevant == {'dog barks': ['a.wav'], 'rain': ['a.wav'], 'a car': ['b.wav'], 'wind': ['b.wav']}
+    assert truth.candidates == ['a.wav', 'b.wav']
+    blank = tmp_path / 'blank.csv'; blank.write_text('file_name,caption_1,caption_2\na.wav,dog barks,\n')
+    with pytest.raises(ValueError, match=r"row 1: empty caption_2 of 'a.wav'"): read_clotho_truth(blank)
+    shifted = tmp_path / 'shifted.csv'; shifted.write_text('file_name,caption_1\na.wav,dog, barking\n')
+    with pytest.raises(ValueError, match='line 2: 1 cell'): read_clotho_truth(shifted)
