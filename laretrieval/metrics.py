@@ -13,8 +13,8 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['ranked_relevance', 'index_from_mask', 'relevant_ranks', 'metrics_from_ranks', 'retrieval_metrics', 'summarize',
-           'loop_metrics', 'chance_level', 'evaluate_retrieval', 'SearchResult', 'relevant_index', 'chunked_search',
-           'evaluate_embeddings']
+           'loop_metrics', 'chance_level', 'evaluate_relevance', 'evaluate_retrieval', 'SearchResult', 'relevant_index',
+           'chunked_search', 'evaluate_embeddings']
 
 # %% ../nbs/07_metrics.ipynb #0ab23b84
 def ranked_relevance(scores:torch.Tensor,   # (queries, candidates) similarity
@@ -151,19 +151,31 @@ def _with_chance(res:dict, n_candidates:int, n_relevant:torch.Tensor, map_ks, re
     for k in recall_ks: res[f'chance_R@{k}'] = chance_level(n_candidates, n_rel, k, 'R')
     return res
 
+def evaluate_relevance(sim:torch.Tensor,      # (n_queries, n_clips) similarity
+                       relevant:torch.Tensor, # (n_queries, n_clips) bool; every query has a relevant clip
+                       map_ks=(10,), recall_ks=(1, 5, 10),
+                       normalize:str='R',     # AP divisor with several relevant items: 'R' or 'min'
+                      )->dict[str, dict[str, float]]:
+    "Mean metrics, chance levels and query counts for text→audio and audio→text (a clip no query is relevant to is not an a2t query)."
+    out = {}
+    for name, s, r in (('t2a', sim, relevant), ('a2t', sim.T, relevant.T)):
+        asked = r.any(1)
+        if not asked.all():
+            if name == 't2a': raise ValueError(f"{int((~asked).sum())} queries have no relevant clip (first: row {int((~asked).nonzero()[0])})")
+            s, r = s[asked], r[asked]
+        out[name] = _with_chance(summarize(retrieval_metrics(s, r, map_ks, recall_ks, normalize)), s.shape[1], r.sum(1), map_ks, recall_ks)
+        out[name]['queries'] = int(asked.sum())
+    return out
+
 def evaluate_retrieval(sim:torch.Tensor,  # (n_captions, n_clips) similarity
                        text_ids:list,     # clip id of each caption
                        audio_ids:list,    # clip id of each clip
                        map_ks=(10,), recall_ks=(1, 5, 10),
                        normalize:str='R', # AP divisor with several relevant items: 'R' or 'min'
                       )->dict[str, dict[str, float]]:
-    "Mean metrics and their chance levels for text→audio and audio→text."
+    "`evaluate_relevance` with relevance by id: a caption's clip is the one whose id it carries."
     from laretrieval.losses import positive_mask
-    relevant = positive_mask(text_ids, audio_ids)
-    out = {}
-    for name, s, r in (('t2a', sim, relevant), ('a2t', sim.T, relevant.T)):
-        out[name] = _with_chance(summarize(retrieval_metrics(s, r, map_ks, recall_ks, normalize)), s.shape[1], r.sum(1), map_ks, recall_ks)
-    return out
+    return evaluate_relevance(sim, positive_mask(text_ids, audio_ids), map_ks, recall_ks, normalize)
 
 # %% ../nbs/07_metrics.ipynb #63c53ad8
 @dataclass

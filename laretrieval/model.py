@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .config import ExperimentConfig
@@ -19,7 +19,8 @@ from .pooling import masked_mean, TextAwareAttentionPooling
 from typing import NamedTuple
 
 # %% auto #0
-__all__ = ['AudioEmbedding', 'cat_audio_embeddings', 'DualEncoder', 'build_model', 'embed_split', 'score_embeddings']
+__all__ = ['AudioEmbedding', 'cat_audio_embeddings', 'DualEncoder', 'build_model', 'embed_texts', 'embed_clips', 'embed_split',
+           'score_embeddings']
 
 # %% ../nbs/08_model.ipynb #d07e3328
 class AudioEmbedding(NamedTuple):
@@ -84,7 +85,8 @@ def build_model(cfg:ExperimentConfig)->DualEncoder:
     if cfg.audio_encoder == 'cnn': audio = CNNAudioEncoder(cfg.sample_rate, width=cfg.audio_width)
     elif cfg.audio_encoder == 'passt':
         if cfg.sample_rate != 32000: raise ValueError(f"audio_encoder='passt' needs sample_rate=32000, got sample_rate={cfg.sample_rate}")
-        audio = PaSSTAudioEncoder(cfg.passt_arch, cfg.passt_pretrained, s_patchout_t=cfg.s_patchout_t, s_patchout_f=cfg.s_patchout_f)
+        audio = PaSSTAudioEncoder(cfg.passt_arch, cfg.passt_pretrained, s_patchout_t=cfg.s_patchout_t, s_patchout_f=cfg.s_patchout_f,
+                                  blocks=cfg.passt_blocks)
     else: raise ValueError(f"unknown audio_encoder {cfg.audio_encoder!r}; available: 'cnn', 'passt'")
     text = TextEncoder(cfg.text_encoder, pooling=cfg.text_pooling, max_tokens=cfg.max_text_tokens,
                        trainable_layers=cfg.text_trainable_layers, dropout=cfg.text_dropout)
@@ -92,19 +94,39 @@ def build_model(cfg:ExperimentConfig)->DualEncoder:
 
 # %% ../nbs/08_model.ipynb #4384908b
 @torch.no_grad()
+def embed_texts(model:DualEncoder, texts:list[str], # captions or queries, repeats allowed
+                batch_size:int=64, device:str|torch.device='cpu', progress:bool=False)->torch.Tensor:
+    "Unit embeddings (on the CPU) of `texts`; each distinct text is embedded once, in batches of a fixed order (length, then text)."
+    if not texts: raise ValueError("embed_texts needs at least one text")
+    distinct = sorted(set(texts), key=lambda t: (len(t), t))  # similar lengths share a batch: less padding
+    was_training = model.training; model.eval()
+    parts = [model.encode_text(distinct[i:i + batch_size]).cpu()
+             for i in tqdm(range(0, len(distinct), batch_size), disable=not progress, desc='embed texts', leave=False)]
+    model.train(was_training)
+    row = {t: i for i, t in enumerate(distinct)}
+    return torch.cat(parts)[[row[t] for t in texts]]
+
+@torch.no_grad()
+def embed_clips(model:DualEncoder, dataset:AudioCaptionDataset, # per-clip dataset (per_caption=False)
+                batch_size:int=64, device:str|torch.device='cpu', progress:bool=False)->AudioEmbedding:
+    "Unit clip embeddings (on the CPU) in the dataset's clip order, computed in batches of clip-id order."
+    if dataset.per_caption: raise ValueError("embed_clips needs a per-clip dataset (per_caption=False)")
+    order = sorted(range(len(dataset.clips)), key=lambda i: dataset.clips[i].clip_id)
+    was_training = model.training; model.eval()
+    parts = []
+    for batch in tqdm(DataLoader(Subset(dataset, order), batch_size=batch_size, collate_fn=collate), disable=not progress, desc='embed clips', leave=False):
+        emb = model.encode_audio(batch['waveforms'].to(device), batch['lengths'].to(device))
+        parts.append(AudioEmbedding(*[x.cpu() if x is not None else None for x in emb]))
+    model.train(was_training)
+    back = torch.empty(len(order), dtype=torch.long); back[order] = torch.arange(len(order))
+    return AudioEmbedding(*[x[back] if x is not None else None for x in cat_audio_embeddings(parts)])
+
 def embed_split(model:DualEncoder, dataset:AudioCaptionDataset, # per-clip dataset (per_caption=False)
                 batch_size:int=64, device:str|torch.device='cpu', progress:bool=False)->dict:
     "Embeddings of all clips and all captions of `dataset`, with their clip ids."
-    if dataset.per_caption: raise ValueError("embed_split needs a per-clip dataset (per_caption=False)")
-    was_training = model.training; model.eval()
-    audio, text, audio_ids, text_ids = [], [], [], []
-    for batch in tqdm(DataLoader(dataset, batch_size=batch_size, collate_fn=collate), disable=not progress, desc='embed', leave=False):
-        audio.append(AudioEmbedding(*[x.cpu() if x is not None else None for x in model.encode_audio(batch['waveforms'].to(device), batch['lengths'].to(device))]))
-        captions = [c for caps in batch['captions'] for c in caps]
-        text.append(model.encode_text(captions).cpu())
-        audio_ids += batch['clip_ids']; text_ids += [i for i, caps in zip(batch['clip_ids'], batch['captions']) for _ in caps]
-    model.train(was_training)
-    return dict(audio=cat_audio_embeddings(audio), text=torch.cat(text), audio_ids=audio_ids, text_ids=text_ids)
+    captions = [c for clip in dataset.clips for c in clip.captions]
+    return dict(audio=embed_clips(model, dataset, batch_size, device, progress), text=embed_texts(model, captions, batch_size, device, progress),
+                audio_ids=[c.clip_id for c in dataset.clips], text_ids=[c.clip_id for c in dataset.clips for _ in c.captions])
 
 # %% ../nbs/08_model.ipynb #efc7b3ce
 @torch.no_grad()

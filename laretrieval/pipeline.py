@@ -15,19 +15,27 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import ExperimentConfig, Settings, load_settings, resolve_device, seed_everything
+from .config import ExperimentConfig, Settings, atomic_write, load_settings, resolve_device, seed_everything
 from .datasets import AudioCaptionDataset, Clip, make_builtin_set, split_clips
+from .evaluate import Queries, caption_queries, evaluate_split, file_queries
 from .losses import positive_mask
 from .metrics import evaluate_retrieval, retrieval_metrics
 from .model import DualEncoder, build_model
-from .train import TrainResult, make_fabric, split_similarity, train
+from .train import TrainResult, make_fabric, train
 
 # %% auto #0
-__all__ = ['CLIP_SECONDS', 'DATA_FIELDS', 'Splits', 'corpus_clips', 'build_datasets', 'model_for', 'test_and_save',
-           'run_training', 'load_run', 'ensemble_runs', 'ensemble_table']
+__all__ = ['CLIP_SECONDS', 'NORMALIZED_CAPTIONS', 'DATA_FIELDS', 'caption_normalizer', 'Splits', 'corpus_clips', 'build_datasets',
+           'model_for', 'test_and_save', 'run_training', 'cluster_training_captions', 'load_run', 'ensemble_runs',
+           'ensemble_table']
 
 # %% ../nbs/11b_pipeline.ipynb #bc9a2f58
 CLIP_SECONDS = dict(builtin=4.0, esc50=5.0, clotho=30.0)  # crop/pad length of each corpus's clips
+NORMALIZED_CAPTIONS = dict(builtin=False, esc50=False, clotho=True)  # captions lower-cased, punctuation removed
+
+def caption_normalizer(cfg:ExperimentConfig):
+    "The caption normalisation of the config's corpus (applied to queries the model reads), or None."
+    from laretrieval.corpora import normalize_caption
+    return normalize_caption if NORMALIZED_CAPTIONS.get(cfg.dataset) else None
 
 @dataclass
 class Splits:
@@ -37,6 +45,8 @@ class Splits:
     test:AudioCaptionDataset        # per-clip, all captions
     clip_seconds:float              # crop/pad length
     notes:list[str]                 # what was added or skipped, for the run's log
+    val_queries:Queries|None = None # validation queries: the split's captions, or those of `val_relevance`
+    test_queries:Queries|None = None # test queries: the split's captions, or those of `test_relevance`
 
 def corpus_clips(cfg:ExperimentConfig, settings:Settings)->list[Clip]:
     "Every clip of the config's corpus with its split ('train', 'val', 'test')."
@@ -51,7 +61,7 @@ def corpus_clips(cfg:ExperimentConfig, settings:Settings)->list[Clip]:
     if cfg.dataset == 'clotho':
         from laretrieval.corpora import read_clotho
         root = Path(cfg.data_dir) if cfg.data_dir else settings.data_root / 'clotho'
-        return [c for split in ('development', 'validation', 'evaluation') for c in read_clotho(root, split, normalize=True)]
+        return [c for split in ('development', 'validation', 'evaluation') for c in read_clotho(root, split, normalize=NORMALIZED_CAPTIONS['clotho'])]
     raise ValueError(f"unknown dataset {cfg.dataset!r}; available: {', '.join(map(repr, CLIP_SECONDS))}")
 
 def build_datasets(cfg:ExperimentConfig, settings:Settings|None=None)->Splits:
@@ -73,7 +83,10 @@ def build_datasets(cfg:ExperimentConfig, settings:Settings|None=None)->Splits:
     val_set = AudioCaptionDataset(split_clips(clips, 'val'), cfg.sample_rate, seconds, cache=cache)
     test_set = AudioCaptionDataset(split_clips(clips, 'test'), cfg.sample_rate, seconds, cache=cache)
     notes.append(f'clips: train {len(train_clips)}, val {len(val_set.clips)}, test {len(test_set.clips)}; training items: {len(train_set)}')
-    return Splits(train_set, val_set, test_set, seconds, notes)
+    queries = {name: file_queries(path, split, caption_normalizer(cfg)) if path else caption_queries(split, cfg.positives)
+               for name, path, split in (('val', cfg.val_relevance, val_set), ('test', cfg.test_relevance, test_set))}
+    notes += [f'{name} queries: {len(q.texts)} from {q.source}' for name, q in queries.items() if q.source not in ('clip ids', 'caption texts')]
+    return Splits(train_set, val_set, test_set, seconds, notes, queries['val'], queries['test'])
 
 def model_for(cfg:ExperimentConfig)->DualEncoder:
     "`build_model(cfg)`, with SpecAugment in front of the audio encoder when `specaug_p` is set (active in training mode only)."
@@ -85,18 +98,22 @@ def model_for(cfg:ExperimentConfig)->DualEncoder:
 
 # %% ../nbs/11b_pipeline.ipynb #412b1e27
 def test_and_save(model:DualEncoder, result:TrainResult, test_set:AudioCaptionDataset, cfg:ExperimentConfig,
-                  out:str|Path, device='cpu', keep_training_checkpoints:bool=False)->dict:
+                  out:str|Path, device='cpu', keep_training_checkpoints:bool=False,
+                  queries:Queries|None=None, # test queries (default: the split's captions, by cfg.positives)
+                 )->dict:
     "Evaluate the best weights on the test split and write checkpoint.pt, metrics.json, history.csv, per_query_t2a.csv."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     model.load_state_dict(result.best_state)
-    similarity, text_keys, audio_keys = split_similarity(model, test_set, cfg.eval_batch_size, device, cfg.positives)
-    per_query = retrieval_metrics(similarity, positive_mask(text_keys, audio_keys), map_ks=(10, 16))
-    pd.DataFrame(dict(query=range(len(text_keys)), key=text_keys, **per_query)).to_csv(out / 'per_query_t2a.csv', index=False)
-    pd.DataFrame(result.history).to_csv(out / 'history.csv', index=False)
-    torch.save(dict(state_dict=result.best_state, config=cfg.to_dict(), epoch=result.best_epoch), out / 'checkpoint.pt')
-    metrics = dict(test=evaluate_retrieval(similarity, text_keys, audio_keys), best_epoch=result.best_epoch,
-                   n_test_clips=len(test_set.clips), n_test_captions=len(text_keys))
-    (out / 'metrics.json').write_text(json.dumps(metrics, indent=2))
+    queries = queries if queries is not None else caption_queries(test_set, cfg.positives)
+    ev = evaluate_split(model, test_set, queries, cfg.map_ks, cfg.recall_ks, cfg.eval_batch_size, device)
+    with atomic_write(out / 'per_query_t2a.csv') as f:
+        pd.DataFrame(dict(query=range(len(queries.keys)), key=queries.keys, **ev.per_query)).to_csv(f, index=False)
+    with atomic_write(out / 'history.csv') as f: pd.DataFrame(result.history).to_csv(f, index=False)
+    with atomic_write(out / 'checkpoint.pt', 'wb') as f:
+        torch.save(dict(state_dict=result.best_state, config=cfg.to_dict(), epoch=result.best_epoch), f)
+    metrics = dict(test=ev.metrics, best_epoch=result.best_epoch, val_metric=cfg.val_metric, relevance=queries.source,
+                   n_test_clips=len(test_set.clips), n_test_captions=len(queries.texts))
+    with atomic_write(out / 'metrics.json') as f: f.write(json.dumps(metrics, indent=2))
     if not keep_training_checkpoints:  # checkpoint.pt holds the best weights; the optimizer state is no longer needed
         for name in ('last.ckpt', 'best.ckpt'): (out / name).unlink(missing_ok=True)
     return metrics
@@ -118,10 +135,21 @@ def run_training(cfg:ExperimentConfig, output_dir:str|Path, resume:bool=False, p
     splits = build_datasets(cfg, settings)
     if progress and fabric.global_rank == 0: print('\n'.join(splits.notes))
     model = model_for(cfg)
-    result = train(model, splits.train, splits.val, cfg, progress=progress, output_dir=out, resume=resume, fabric=fabric)
-    metrics = test_and_save(model, result, splits.test, cfg, out, fabric.device) if fabric.global_rank == 0 else None
+    result = train(model, splits.train, splits.val, cfg, progress=progress, output_dir=out, resume=resume, fabric=fabric,
+                   val_queries=splits.val_queries)
+    metrics = test_and_save(model, result, splits.test, cfg, out, fabric.device, queries=splits.test_queries) if fabric.global_rank == 0 else None
     fabric.barrier()
     return metrics
+
+# %% ../nbs/11b_pipeline.ipynb #b6a6b4fe
+def cluster_training_captions(cfg:ExperimentConfig, n_clusters:int, # k of k-means
+                              output:str|Path, seed:int=0, settings:Settings|None=None, progress:bool=True)->Path:
+    "Cluster the captions of the config's training split, as training reads them, and write the stage-3 labels file."
+    from laretrieval.clustering import cluster_captions, write_cluster_labels
+    train_set = build_datasets(cfg, settings).train
+    clips = getattr(train_set, 'base', train_set).clips
+    table = pd.DataFrame([(c.clip_id, i, text) for c in clips for i, text in enumerate(c.captions, 1)], columns=['file_name', 'caption_index', 'caption'])
+    return write_cluster_labels(cluster_captions(table, n_clusters, seed, progress=progress).table, output)
 
 # %% ../nbs/11b_pipeline.ipynb #306a0aeb
 DATA_FIELDS = ('dataset', 'data_dir', 'builtin_clips', 'data_seed', 'esc50_test_fold', 'positives')  # members must agree
@@ -169,37 +197,45 @@ def ensemble_runs(run_dirs:list, output_dir:str|Path, normalize:str='zscore', ch
             sims[name].append(sim)
             if name == 'train': keys['train_rows'] = (caption_rows(dataset), [c.clip_id for c in dataset.clips])
         if progress: print(f'scored {run_dirs[n]}')
-    weights, val_value = choose_weights(sims['val'], *keys['val'], normalize=normalize) if choose else ([1 / len(members)] * len(members), None)
+    # weights maximise the members' validation metric on text→audio (an a2t val_metric is read as its t2a counterpart)
+    val_metric = first.val_metric.split('_', 1)[1]
+    weights, val_value = choose_weights(sims['val'], *keys['val'], normalize=normalize, metric=val_metric) if choose else ([1 / len(members)] * len(members), None)
     text_keys, audio_keys = keys['test']
-    relevant = positive_mask(text_keys, audio_keys)
+    relevant, ks = positive_mask(text_keys, audio_keys), dict(map_ks=first.map_ks, recall_ks=first.recall_ks)
     ensemble = combine_similarities(sims['test'], normalize, weights)
     systems = {'ensemble': ensemble, **{str(r): s for r, s in zip(run_dirs, sims['test'])}}
-    per_query = {name: retrieval_metrics(s, relevant, map_ks=(10, 16)) for name, s in systems.items()}
-    per_clip = {name: retrieval_metrics(s.T, relevant.T, map_ks=(10, 16)) for name, s in systems.items()}  # audio→text
+    per_query = {name: retrieval_metrics(s, relevant, **ks) for name, s in systems.items()}
+    per_clip = {name: retrieval_metrics(s.T, relevant.T, **ks) for name, s in systems.items()}  # audio→text
     # text→audio: captions of one clip are resampled together; audio→text: each clip is its own group
-    comparisons = {direction: {str(r): paired_test(values['ensemble']['mAP@10'], values[str(r)]['mAP@10'], groups=groups, alternative='greater')
-                               for r in run_dirs}
-                   for direction, values, groups in [('t2a', per_query, text_keys), ('a2t', per_clip, None)]}
-    result = dict(members=[str(r) for r in run_dirs], normalize=normalize, weights=weights, val_t2a_mAP10=val_value,
-                  test={name: evaluate_retrieval(s, text_keys, audio_keys) for name, s in systems.items()},
-                  ensemble_vs_member_mAP10=comparisons)
-    pd.DataFrame({f'{name}_mAP@10': v['mAP@10'] for name, v in per_query.items()}).assign(key=text_keys).to_csv(out / 'per_query_t2a.csv', index=False)
+    comparisons = {f'mAP@{k}': {direction: {str(r): paired_test(values['ensemble'][f'mAP@{k}'], values[str(r)][f'mAP@{k}'], groups=groups,
+                                                                 alternative='greater') for r in run_dirs}
+                                for direction, values, groups in [('t2a', per_query, text_keys), ('a2t', per_clip, None)]}
+                   for k in first.map_ks}
+    result = dict(members=[str(r) for r in run_dirs], normalize=normalize, weights=weights, val_metric=f't2a_{val_metric}', val_value=val_value,
+                  test={name: evaluate_retrieval(s, text_keys, audio_keys, **ks) for name, s in systems.items()},
+                  ensemble_vs_member=comparisons)
+    table = pd.DataFrame({f'{name}_{m}': v[m] for name, v in per_query.items() for m in v if m != 'rank'}).assign(key=text_keys)
+    with atomic_write(out / 'per_query_t2a.csv') as f: table.to_csv(f, index=False)
     if teacher:
         rows, clip_ids = keys['train_rows']
         ensemble_teacher(sims['train'], rows, clip_ids, normalize, weights).save(out / 'teacher.pt')
         result['teacher'] = str(out / 'teacher.pt')
-    (out / 'ensemble.json').write_text(json.dumps(result, indent=2))
+    with atomic_write(out / 'ensemble.json') as f: f.write(json.dumps(result, indent=2))
     return result
 
 def ensemble_table(result:dict)->str:
-    "Test mAP@10 (both directions) of the ensemble and each member, with the paired test of the ensemble against each member."
+    "Test mAP@k (every k) and the first R@k of the ensemble and each member in both directions, with the paired test of the ensemble against each member at each k."
+    maps = list(result['ensemble_vs_member'])
+    r = next(k for k in result['test']['ensemble']['t2a'] if k.startswith('R@'))  # the first recall the runs report
     lines = []
     for direction, label in (('t2a', 'text→audio'), ('a2t', 'audio→text')):
-        lines.append(f"{label + ' system':<40} {'weight':>6} {'mAP@10':>7} {'R@1':>6}   ensemble - member [95% CI], p")
+        tests = ''.join(f"   ensemble - member {m} [95% CI], p" for m in maps)
+        lines.append(f"{label + ' system':<40} {'weight':>6} " + ' '.join(f'{m:>7}' for m in maps) + f" {r:>6}" + tests)
         t = result['test']['ensemble'][direction]
-        lines.append(f"{'ensemble (' + result['normalize'] + ')':<40} {'':>6} {t['mAP@10']:7.4f} {t['R@1']:6.3f}")
+        lines.append(f"{'ensemble (' + result['normalize'] + ')':<40} {'':>6} " + ' '.join(f'{t[m]:7.4f}' for m in maps) + f" {t[r]:6.3f}")
         for name, w in zip(result['members'], result['weights']):
-            m, c = result['test'][name][direction], result['ensemble_vs_member_mAP10'][direction][name]
-            lines.append(f"{name[-40:]:<40} {w:6.2f} {m['mAP@10']:7.4f} {m['R@1']:6.3f}   "
-                         f"{c['diff']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}], p = {c['p_value']:.4f}")
+            m = result['test'][name][direction]
+            tests = ''.join(f"   {c['diff']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}], p = {c['p_value']:.4f}"
+                            for c in (result['ensemble_vs_member'][k][direction][name] for k in maps))
+            lines.append(f"{name[-40:]:<40} {w:6.2f} " + ' '.join(f'{m[k]:7.4f}' for k in maps) + f" {m[r]:6.3f}" + tests)
     return '\n'.join(lines)

@@ -23,14 +23,15 @@ from .config import ExperimentConfig, atomic_write, resolve_device
 from .datasets import AudioCaptionDataset, collate
 from .ensemble import TeacherTargets
 from .losses import make_loss, positive_mask, DistillationLoss, ClusterHeads, CombinedLoss
-from .metrics import evaluate_retrieval
-from .model import AudioEmbedding, DualEncoder, embed_split, score_embeddings
+from .evaluate import Queries, caption_queries, evaluate_split
+from .model import AudioEmbedding, DualEncoder
 
 # %% auto #0
 __all__ = ['RESUME_IGNORES', 'warmup_cosine', 'EpochBatches', 'process_group', 'gather_tensor', 'gather_objects', 'gather_audio',
            'loss_from_config', 'stage_loss', 'cluster_lookup', 'TrainingStep', 'atomic_save', 'rng_state',
-           'set_rng_state', 'check_resumable', 'JsonlLog', 'tensorboard_loggers', 'relevance_keys', 'split_similarity',
-           'evaluate_model', 'make_fabric', 'TrainResult', 'param_groups', 'load_stage_inputs', 'load_weights', 'train']
+           'set_rng_state', 'check_resumable', 'JsonlLog', 'tensorboard_loggers', 'reached_leaves',
+           'unreachable_parameters', 'make_fabric', 'TrainResult', 'param_groups', 'load_stage_inputs', 'load_weights',
+           'check_reach', 'validation_row', 'train']
 
 # %% ../nbs/11_train.ipynb #a3ad2fbf
 def warmup_cosine(optimizer:torch.optim.Optimizer, warmup_steps:int, total_steps:int, min_lr:float=1e-7):
@@ -106,7 +107,9 @@ def stage_loss(cfg:ExperimentConfig, with_teachers:bool=False, n_clusters:int=0)
     weights = dict(contrastive=cfg.contrastive_weight, distillation=cfg.distill_weight if with_teachers else 0.0,
                    cluster=cfg.cluster_weight if n_clusters else 0.0)
     if not any(weights.values()): raise ValueError(f"every loss weight is zero ({weights}); nothing would be trained")
-    return CombinedLoss(loss_from_config(cfg), DistillationLoss(cfg.tau) if with_teachers else None,
+    contrastive = loss_from_config(cfg)
+    if not weights['contrastive']: contrastive.requires_grad_(False)  # its t and b never reach the loss: not trained
+    return CombinedLoss(contrastive, DistillationLoss(cfg.tau) if with_teachers else None,
                         ClusterHeads(cfg.embed_dim, n_clusters) if n_clusters else None, weights)
 
 def cluster_lookup(labels:dict[tuple[str, str], int], clip_ids:list[str], captions:list[str])->torch.Tensor:
@@ -194,28 +197,21 @@ def tensorboard_loggers(output_dir:Path|None)->list:
     return [TensorBoardLogger(str(output_dir), name='tensorboard', version='')]
 
 # %% ../nbs/11_train.ipynb #7984fb55
-def relevance_keys(emb:dict, clips:list, positives:str='clip')->tuple:
-    "Caption embeddings and the keys deciding relevance: clip ids, or (positives='caption') one query per distinct caption text."
-    if positives == 'clip': return emb['text'], emb['text_ids'], emb['audio_ids']
-    if positives != 'caption': raise ValueError(f"positives must be 'clip' or 'caption', got {positives!r}")
-    multi = [c.clip_id for c in clips if len(c.captions) != 1]
-    if multi: raise ValueError(f"positives='caption' needs one caption per clip; {len(multi)} clips have several (first: {multi[0]!r})")
-    captions = [c.captions[0] for c in clips]
-    first = {}
-    for i, caption in enumerate(captions): first.setdefault(caption, i)
-    return emb['text'][list(first.values())], list(first), captions
+def reached_leaves(output:torch.Tensor)->set[int]:
+    "ids of the leaf tensors the autograd graph of `output` reaches (those a backward would give a gradient)."
+    reached, seen, stack = set(), set(), [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen: continue
+        seen.add(node)
+        if hasattr(node, 'variable'): reached.add(id(node.variable))  # AccumulateGrad: a leaf
+        stack.extend(parent for parent, _ in node.next_functions)
+    return reached
 
-def split_similarity(model:DualEncoder, dataset:AudioCaptionDataset, batch_size:int=64, device='cpu',
-                     positives:str='clip', progress:bool=False)->tuple[torch.Tensor, list, list]:
-    "Caption x clip scores of a per-clip split (eval mode, on the CPU) and the text and audio keys deciding relevance."
-    emb = embed_split(model, dataset, batch_size, device, progress)
-    text, text_keys, audio_keys = relevance_keys(emb, dataset.clips, positives)
-    return score_embeddings(model, text, emb['audio'], device), text_keys, audio_keys
-
-def evaluate_model(model:DualEncoder, dataset:AudioCaptionDataset, batch_size:int=64, device='cpu', progress=False,
-                   positives:str='clip')->dict:
-    "Text→audio and audio→text metrics of `model` on a per-clip dataset (relevance by clip id or caption text)."
-    return evaluate_retrieval(*split_similarity(model, dataset, batch_size, device, positives, progress))
+def unreachable_parameters(module:nn.Module, output:torch.Tensor)->list[str]:
+    "Names of `module`'s trainable parameters that `output` does not depend on."
+    reached = reached_leaves(output)
+    return [name for name, p in module.named_parameters() if p.requires_grad and id(p) not in reached]
 
 # %% ../nbs/11_train.ipynb #2b6e4f8b
 def make_fabric(cfg:ExperimentConfig, device:str|torch.device|None=None, output_dir:str|Path|None=None):
@@ -233,7 +229,7 @@ def make_fabric(cfg:ExperimentConfig, device:str|torch.device|None=None, output_
 class TrainResult:
     "What training returns: one row per epoch, and the best epoch's weights."
     history:list[dict] = field(default_factory=list) # epoch, train_loss, val metrics, seconds
-    best_epoch:int = -1                               # epoch with the highest validation t2a mAP@10
+    best_epoch:int = -1                               # epoch with the best validation `val_metric`
     best_state:dict|None = None                       # its state_dict (CPU tensors)
 
 def _cpu_state(module:nn.Module)->dict: return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
@@ -267,6 +263,22 @@ def load_weights(model:DualEncoder, path:str|Path)->dict:
     except RuntimeError as e: raise ValueError(f"{path} does not fit this model (other encoders or sizes?): {str(e)[:300]}") from e
     return ckpt
 
+def check_reach(step:TrainingStep, train_set, fabric):
+    "Raise naming every trainable parameter that the loss of a two-item training batch does not reach."
+    base = getattr(train_set, 'base', train_set)  # unaugmented items: their captions have teacher rows and cluster labels
+    batch = collate([base[i] for i in range(min(2, len(base)))])
+    was_training = step.training; step.eval()  # no dropout draws, no batch-norm statistics updated
+    with fabric.autocast():
+        terms = step(fabric.to_device(batch['waveforms']), fabric.to_device(batch['lengths']), [c[0] for c in batch['captions']], batch['clip_ids'])
+    step.train(was_training)
+    unreached = unreachable_parameters(step, terms['total'])
+    if unreached: raise ValueError(f"{len(unreached)} trainable parameter(s) never reach the loss, so they would get no gradient "
+                                   f"(and stop DDP): {', '.join(unreached[:8])}{' ...' if len(unreached) > 8 else ''}; freeze them or leave them out of the model")
+
+def validation_row(val:dict, prefix:str='val_')->dict:
+    "Flat validation metrics of both directions (no chance levels or counts): val_t2a_mAP@10, ..."
+    return {f'{prefix}{d}_{k}': v for d in ('t2a', 'a2t') for k, v in val[d].items() if not k.startswith('chance') and k != 'queries'}
+
 def train(model:DualEncoder, train_set:AudioCaptionDataset, val_set:AudioCaptionDataset, cfg:ExperimentConfig,
           device:str|torch.device|None=None, # default: cfg.device, else CUDA when available
           progress:bool=True,                # tqdm bars and a line per epoch (process 0)
@@ -275,6 +287,7 @@ def train(model:DualEncoder, train_set:AudioCaptionDataset, val_set:AudioCaption
           fabric=None,                       # a launched Fabric (default: `make_fabric(cfg, device)`)
           teachers:TeacherTargets|None=None, # default: loaded from cfg.teachers
           cluster_labels:dict|None=None,     # default: loaded from cfg.cluster_labels
+          val_queries:Queries|None=None,     # validation queries (default: the split's captions, by cfg.positives)
          )->TrainResult:
     "Train `model` for `cfg.epochs` on Fabric, validating each epoch; returns the history and the best weights."
     out = Path(output_dir) if output_dir else None
@@ -289,6 +302,8 @@ def train(model:DualEncoder, train_set:AudioCaptionDataset, val_set:AudioCaption
     if world > 1 and fabric.device.type == 'cuda': step = nn.SyncBatchNorm.convert_sync_batchnorm(step)
     optimizer = torch.optim.AdamW(param_groups(model, loss, cfg), betas=(0.9, 0.999))
     fabric_step, optimizer = fabric.setup(step, optimizer)
+    check_reach(step, train_set, fabric)
+    val_queries = val_queries if val_queries is not None else caption_queries(val_set, cfg.positives) if rank == 0 else None
     sampler = EpochBatches(len(train_set), cfg.batch_size // world, cfg.seed, rank, world)
     # the loader's own generator keeps its per-epoch base seed out of the global RNG (a resume must not shift it)
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed))
@@ -355,23 +370,22 @@ def train(model:DualEncoder, train_set:AudioCaptionDataset, val_set:AudioCaption
             log.write(record); fabric.log_dict({f'train/{k}': v.item() for k, v in terms.items()}, step=pos['step'])
             bar.set_postfix(loss=f"{record['total']:.3f}", refresh=False)
             if cfg.checkpoint_every and pos['step'] % cfg.checkpoint_every == 0 and b + 1 < batches_used: save_last()
-        val = evaluate_model(model, val_set, cfg.eval_batch_size, fabric.device, positives=cfg.positives) if rank == 0 else None
+        val = evaluate_split(model, val_set, val_queries, cfg.map_ks, cfg.recall_ks, cfg.eval_batch_size, fabric.device).metrics if rank == 0 else None
         val = fabric.broadcast(val, src=0)
-        row = dict(epoch=epoch, train_loss=float(np.mean(pos['epoch_losses'])), seconds=time.perf_counter() - start,
-                   **{f'val_t2a_{k}': v for k, v in val['t2a'].items() if not k.startswith('chance')},
-                   **{f'val_a2t_{k}': v for k, v in val['a2t'].items() if not k.startswith('chance')})
+        row = dict(epoch=epoch, train_loss=float(np.mean(pos['epoch_losses'])), seconds=time.perf_counter() - start, **validation_row(val))
         result.history.append(row)
         log.write(dict(kind='epoch', step=pos['step'], **row))
-        fabric.log_dict({'val/t2a_mAP@10': row['val_t2a_mAP@10'], 'train/epoch_loss': row['train_loss']}, step=pos['step'])
-        if row['val_t2a_mAP@10'] > pos['best']:
-            pos['best'], result.best_epoch = row['val_t2a_mAP@10'], epoch
+        chosen = row[f'val_{cfg.val_metric}']  # the metric that picks the checkpoint
+        fabric.log_dict({f'val/{cfg.val_metric}': chosen, 'train/epoch_loss': row['train_loss']}, step=pos['step'])
+        if chosen > pos['best']:
+            pos['best'], result.best_epoch = chosen, epoch
             result.best_state = _cpu_state(model)
             if rank == 0 and best_path is not None:
                 atomic_save(dict(state_dict=result.best_state, config=cfg.to_dict(), epoch=epoch, val=row), best_path)
         pos.update(epoch=epoch + 1, batch=0, epoch_losses=[])
         save_last()
         if progress and rank == 0:
-            print(f"epoch {epoch}: loss {row['train_loss']:.3f}  val t2a mAP@10 {row['val_t2a_mAP@10']:.3f}  ({row['seconds']:.0f}s)")
+            print(f"epoch {epoch}: loss {row['train_loss']:.3f}  val {cfg.val_metric} {chosen:.3f}  ({row['seconds']:.0f}s)")
     if result.best_state is None and best_path is not None and best_path.exists():  # resumed after the last epoch
         result.best_state = torch.load(best_path, map_location='cpu')['state_dict']
     return result

@@ -1,5 +1,5 @@
 "Two CPU processes under Fabric DDP (gloo) compute the loss and gradients of one process on the concatenated batch."
-import os, subprocess, sys
+import json, math, os, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -32,3 +32,20 @@ def test_two_process_ddp_equals_one_process_on_the_concatenated_batch(tmp_path, 
     # the loss's own parameters (sigmoid t, b) and parameters after the gather (TAP) are part of the comparison
     if variant == 'sigmoid_tap': assert {'loss.contrastive.t', 'loss.contrastive.b'} <= one['grads'].keys()
     if variant == 'sigmoid_tap': assert any(n.startswith('model.tap.') for n in one['grads'])
+
+
+@pytest.mark.slow
+def test_two_process_ddp_trains_the_whole_text_encoder(tmp_path):
+    "The recipe's text_trainable_layers=-1 under Fabric DDP on 2 CPU processes: three optimizer steps on both ranks."
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'OMP_NUM_THREADS': '1', 'LARETRIEVAL_CACHE_DIR': str(tmp_path / 'cache')}
+    env.pop('MASTER_PORT', None)
+    params = dict(builtin_clips=36, devices=2, text_trainable_layers=-1, text_pooling='first', batch_size=8, epochs=1,
+                  audio_width=8, embed_dim=16, num_threads=1)  # 25 training clips: 3 global batches of 8
+    args = [a for k, v in params.items() for a in ('--set', f'{k}={v}')]
+    done = subprocess.run([sys.executable, '-m', 'laretrieval.cli', 'train', *args, '--output-dir', str(tmp_path / 'run'), '--quiet'],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = [json.loads(line) for line in (tmp_path / 'run' / 'log.jsonl').read_text().splitlines()]
+    steps = [r for r in log if r['kind'] == 'step']
+    assert [s['step'] for s in steps] == [1, 2, 3] and all(math.isfinite(s['total']) for s in steps)
+    assert json.loads((tmp_path / 'run' / 'metrics.json').read_text())['best_epoch'] == 1  # process 0 tested after both finished
