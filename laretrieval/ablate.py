@@ -6,14 +6,14 @@ Docs: https://laretrieval.github.io/laretrieval/ablate.html.md"""
 
 # %% ../nbs/13_ablate.ipynb #28e45d8e
 from __future__ import annotations
-import hashlib, itertools, json, time, traceback
+import hashlib, itertools, json, re, time, traceback
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from .config import ExperimentConfig, atomic_write
-from .experiment import DEFAULT_NOTEBOOK, run_experiment, load_metrics
+from .experiment import DEFAULT_NOTEBOOK, run_experiment, load_metrics, metric_names
 
 # %% auto #0
 __all__ = ['expand_grid', 'arm_of', 'run_id_of', 'flatten_metrics', 'run_grid', 'summarize_arms', 'format_arms', 'plot_arms',
@@ -43,11 +43,13 @@ def run_id_of(params:dict, varied:list[str])->str:
 
 # %% ../nbs/13_ablate.ipynb #ffe3ecc1
 def flatten_metrics(metrics:dict)->dict:
-    "metrics.json -> flat columns: t2a_mAP@10, a2t_R@1, ..., best_epoch."
-    row = {f'{d}_{k}': v for d in ('t2a', 'a2t') for k, v in metrics['test'][d].items() if not k.startswith('chance')}
-    row.update(best_epoch=metrics.get('best_epoch'), chance_t2a_mAP10=metrics['test']['t2a'].get('chance_mAP@10'))
+    "metrics.json -> flat columns: t2a_mAP@16, a2t_R@1, ..., chance_t2a_mAP@16, ..., best_epoch."
+    row = {f'chance_{d}_{k[7:]}' if k.startswith('chance_') else f'{d}_{k}': v
+           for d in ('t2a', 'a2t') for k, v in metrics['test'][d].items()}
+    row.update(best_epoch=metrics.get('best_epoch'), chance_t2a_mAP10=row.get('chance_t2a_mAP@10'))  # the old name
     return row
 
+# %% ../nbs/13_ablate.ipynb #7f3c19d0
 def run_grid(grid:dict,                      # see expand_grid
              batch_dir:str|Path,             # holds runs/ and results.csv
              notebook:str|Path=DEFAULT_NOTEBOOK,
@@ -83,19 +85,43 @@ def run_grid(grid:dict,                      # see expand_grid
     return pd.DataFrame(rows)
 
 # %% ../nbs/13_ablate.ipynb #13b09279
-def summarize_arms(results:pd.DataFrame, metrics=('t2a_mAP@10', 't2a_R@1', 't2a_R@5', 't2a_R@10'))->pd.DataFrame:
-    "Mean and std over seeds per arm, with the number of finished and failed runs."
-    done = results[results['status'] == 'done']
-    table = done.groupby('arm')[list(metrics)].agg(['mean', 'std'])
-    table.columns = [f'{m} {s}' for m, s in table.columns]
+def _require_columns(columns, names, where:str):
+    "Raise a ValueError naming each of `names` missing from `columns`, with the metric columns there are."
+    missing = [n for n in names if n not in columns]
+    present = [c for c in columns if re.search(r'(mAP|R)@\d+$', str(c)) and not str(c).startswith('chance')]
+    if missing: raise ValueError(f"{where} has no column {missing}; its metric columns: {present}")
+
+def summarize_arms(results:pd.DataFrame,      # run_grid's table: one row per run
+                   metrics:list|None=None,    # columns; None: every t2a mAP@k and R@k column there is
+                  )->pd.DataFrame:
+    "Mean, std and number of runs with a value, per arm and metric, with the number of finished and failed runs."
+    metrics = metric_names(results.columns, 't2a_') if metrics is None else list(metrics)
+    _require_columns(results.columns, metrics, 'the results table')
     counts = results.groupby('arm')['status'].value_counts().unstack(fill_value=0)
+    done = results[results['status'] == 'done'].groupby('arm')
+    table = pd.DataFrame(index=counts.index)
+    for m in metrics:
+        table[f'{m} mean'], table[f'{m} std'] = done[m].mean(), done[m].std()
+        table[f'{m} n'] = done[m].count().reindex(table.index, fill_value=0)
     table['runs'] = counts.get('done', 0); table['failed'] = counts.get('failed', 0)
     return table.reset_index()
 
-def format_arms(summary:pd.DataFrame, metrics=('t2a_mAP@10', 't2a_R@1', 't2a_R@5', 't2a_R@10'))->pd.DataFrame:
+# %% ../nbs/13_ablate.ipynb #6a2d9f31
+def _mean_std(mean, std, n, runs)->str:
+    "One cell: 'mean ± std', then '(n of N runs)' if only n of the arm's N finished runs have a value; '—' if none has."
+    if pd.isna(mean): return '—'
+    text = f'{mean:.4f} ± {std:.4f}' if pd.notna(std) else f'{mean:.4f}'
+    return text if n == runs else f'{text} ({int(n)} of {int(runs)} runs)'
+
+def format_arms(summary:pd.DataFrame,        # summarize_arms's table
+                metrics:list|None=None,      # None: every metric the summary holds
+               )->pd.DataFrame:
     "The thesis layout: 'mean ± std' strings per metric."
+    metrics = [c[:-len(' mean')] for c in summary.columns if c.endswith(' mean')] if metrics is None else list(metrics)
     out = summary[['arm']].copy()
-    for m in metrics: out[m] = [f'{a:.4f} ± {b:.4f}' if pd.notna(b) else f'{a:.4f}' for a, b in zip(summary[f'{m} mean'], summary[f'{m} std'])]
+    for m in metrics:
+        n = summary[f'{m} n'] if f'{m} n' in summary else summary['runs']  # a summary from before the count column
+        out[m] = [_mean_std(*cell) for cell in zip(summary[f'{m} mean'], summary[f'{m} std'], n, summary['runs'])]
     out['runs'] = summary['runs']; out['failed'] = summary['failed']
     return out
 
@@ -103,6 +129,7 @@ def format_arms(summary:pd.DataFrame, metrics=('t2a_mAP@10', 't2a_R@1', 't2a_R@5
 def plot_arms(results:pd.DataFrame, metric:str='t2a_mAP@10', ax=None):
     "Seaborn bar plot of `metric` per arm, error bars = std over seeds."
     import seaborn as sns
+    _require_columns(results.columns, [metric], 'the results table')
     ax = sns.barplot(results[results['status'] == 'done'], x='arm', y=metric, errorbar='sd', ax=ax)
     ax.set_title(f'{metric} (mean ± std over seeds)'); ax.tick_params(axis='x', rotation=20)
     return ax
@@ -118,11 +145,14 @@ def validation_curves(results:pd.DataFrame, batch_dir:str|Path)->pd.DataFrame:
 def plot_validation_curves(curves:pd.DataFrame, metric:str='val_t2a_mAP@10', ax=None):
     "Validation metric per epoch, one colour per arm, band = spread over seeds."
     import seaborn as sns
+    _require_columns(curves.columns, [metric], 'the validation curves')
     ax = sns.lineplot(curves, x='epoch', y=metric, hue='arm', errorbar='sd', marker='o', ax=ax)
     ax.set_title(f'{metric} per epoch'); return ax
 
 # %% ../nbs/13_ablate.ipynb #9e2a92be
-def per_query_by_arm(results:pd.DataFrame, batch_dir:str|Path, metric:str='mAP@10')->pd.DataFrame:
+def per_query_by_arm(results:pd.DataFrame, batch_dir:str|Path,
+                     metric:str='mAP@10', # a column of per_query_t2a.csv: 'mAP@16', 'R@1', ...
+                    )->pd.DataFrame:
     "Per-query `metric` averaged over each arm's finished seeds: one column per arm, one row per test query."
     columns, reference = {}, None
     for arm, runs in results[results['status'] == 'done'].groupby('arm'):
@@ -130,6 +160,7 @@ def per_query_by_arm(results:pd.DataFrame, batch_dir:str|Path, metric:str='mAP@1
         for run_id in runs['run_id']:
             path = Path(batch_dir) / 'runs' / run_id / 'per_query_t2a.csv'
             table = pd.read_csv(path, keep_default_na=False)
+            _require_columns(table.columns, [metric], path)  # e.g. mAP@16 asked of a run from before it was reported
             if reference is None: reference = (path, table['key'])
             # values are paired by row: every run must have ranked the same queries in the same order
             same = len(table) == len(reference[1]) and (table['key'].values == reference[1].values).all()

@@ -6,14 +6,14 @@ Docs: https://laretrieval.github.io/laretrieval/experiment.html.md"""
 
 # %% ../nbs/15_experiment.ipynb #be7b3329
 from __future__ import annotations
-import json, time
+import json, re, time
 from pathlib import Path
 
 import laretrieval
 from .config import ExperimentConfig, load_settings
 
 # %% auto #0
-__all__ = ['PROJECT_ROOT', 'DEFAULT_NOTEBOOK', 'new_run_id', 'run_experiment', 'load_metrics', 'metrics_table']
+__all__ = ['PROJECT_ROOT', 'DEFAULT_NOTEBOOK', 'new_run_id', 'run_experiment', 'load_metrics', 'metric_names', 'metrics_table']
 
 # %% ../nbs/15_experiment.ipynb #ebb4b9b4
 PROJECT_ROOT = Path(laretrieval.__file__).resolve().parent.parent  # the checkout (editable install)
@@ -49,16 +49,27 @@ def load_metrics(run_dir:str|Path)->dict:
     if not path.exists(): raise FileNotFoundError(f"{path} not found: the run did not finish (see its executed notebook)")
     return json.loads(path.read_text())
 
+# %% ../nbs/15_experiment.ipynb #5d0c7a21
+def metric_names(keys,          # names to pick from: a metrics dict, a table's columns, ...
+                 prefix:str='', # what precedes 'mAP@k' / 'R@k' in a name, e.g. 't2a_' or 'val_t2a_'
+                )->list[str]:
+    "The names among `keys` that are `prefix` + 'mAP@k' or 'R@k', ordered mAP@k by k, then R@k by k."
+    pattern = re.escape(prefix) + r'(mAP|R)@(\d+)'
+    found = [(m[1] == 'R', int(m[2]), key) for key in keys if (m := re.fullmatch(pattern, str(key)))]
+    return [key for *_, key in sorted(found)]
+
 # %% ../nbs/15_experiment.ipynb #f0eddeb9
 def metrics_table(metrics:dict, # a run's metrics.json content
                  )->str:
-    "A plain-text table of test mAP@10 and R@1/5/10 for text→audio and audio→text, with chance levels."
+    "A plain-text table of every test mAP@k and R@k for text→audio and audio→text, with chance levels when present."
     test = metrics['test']
-    rows = [('metric', 'text→audio', 'chance', 'audio→text', 'chance')]
-    for name in ('mAP@10', 'R@1', 'R@5', 'R@10'):
-        rows.append((name, f"{test['t2a'][name]:.4f}", f"{test['t2a']['chance_' + name]:.4f}",
-                     f"{test['a2t'][name]:.4f}", f"{test['a2t']['chance_' + name]:.4f}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    names = metric_names(test['t2a'])
+    if not names: raise ValueError(f"metrics['test']['t2a'] holds no mAP@k or R@k: {sorted(test['t2a'])}")
+    chance = any(f'chance_{n}' in test.get(d, {}) for n in names for d in ('t2a', 'a2t'))
+    columns = [(d, p) for d in ('t2a', 'a2t') for p in (('', 'chance_') if chance else ('',))]
+    rows = [('metric', *('chance' if p else {'t2a': 'text→audio', 'a2t': 'audio→text'}[d] for d, p in columns))]
+    rows += [(n, *(f"{test[d][p + n]:.4f}" if p + n in test.get(d, {}) else '—' for d, p in columns)) for n in names]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ['  '.join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     note = (f"test split: {metrics.get('n_test_clips', '?')} clips, {metrics.get('n_test_captions', '?')} captions; "
             f"best epoch {metrics.get('best_epoch', '?')}")

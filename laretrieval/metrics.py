@@ -290,4 +290,5 @@ def evaluate_embeddings(text_emb:torch.Tensor,  # (n_captions, D) L2-normalised 
         rel = relevant_index(q_ids, c_ids)
         ranks = chunked_search(q, c, 0, rel, query_chunk, candidate_chunk, progress).ranks
         out[name] = _with_chance(summarize(metrics_from_ranks(ranks, map_ks, recall_ks, normalize)), len(c), (rel >= 0).sum(1), map_ks, recall_ks)
+        out[name]['queries'] = len(q)
     return out

@@ -1,12 +1,18 @@
 "Ablation batches through papermill: rows per run, failure isolation, resumption, atomic results."
 import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
 
-from laretrieval.ablate import run_grid, summarize_arms, validation_curves
-from laretrieval.experiment import DEFAULT_NOTEBOOK
+from laretrieval.ablate import (run_grid, summarize_arms, format_arms, flatten_metrics, validation_curves, expand_grid, run_id_of,
+                                per_query_by_arm, compare_arms, plot_arms)
+from laretrieval.experiment import DEFAULT_NOTEBOOK, metric_names
 
 TINY = dict(builtin_clips=40, epochs=1, batch_size=8, audio_width=8, embed_dim=16, text_trainable_layers=0, eval_batch_size=32)
 GRID = {**TINY, 'loss': ['ntxent', 'sigmoid'], 'seed': [0, 1]}
@@ -30,6 +36,12 @@ def test_two_arms_two_seeds_give_four_rows(finished_batch):
         assert row['t2a_mAP@10'] == metrics['test']['t2a']['mAP@10']
     summary = summarize_arms(results)
     assert summary['runs'].tolist() == [2, 2]
+    # the summary's metrics are every t2a mAP@k and R@k the runs reported, in the table order
+    reported = ['t2a_' + name for name in metric_names(metrics['test']['t2a'])]
+    assert [c[:-len(' mean')] for c in summary.columns if c.endswith(' mean')] == reported
+    for name in reported:
+        assert summary[f'{name} n'].tolist() == [2, 2]
+        assert summary[f'{name} mean'].tolist() == pytest.approx(results.groupby('arm')[name].mean().tolist())
     assert len(validation_curves(results, batch)) == 4  # one epoch per run
 
 
@@ -58,3 +70,117 @@ def test_a_failing_run_is_recorded_and_the_batch_goes_on(tmp_path):
     failure = json.loads((tmp_path / 'batch' / 'runs' / failed.iloc[0]['run_id'] / 'failure.json').read_text())
     assert 'injected failure' in failure['error']
     assert len(pd.read_csv(tmp_path / 'batch' / 'results.csv')) == 4
+
+
+def _metrics(map_values:dict, recall_values:dict, n_clips:int=100)->dict:
+    "A metrics.json as a run writes it: t2a values as given (mAP@k, R@k), a2t at half of them, chance levels 1/N-ish."
+    t2a = {**{f'mAP@{k}': v for k, v in map_values.items()}, **{f'R@{k}': v for k, v in recall_values.items()}, 'median_rank': 7.0}
+    t2a.update({f'chance_{k}': int(k.split('@')[1]) / n_clips for k in list(t2a) if '@' in k})
+    return dict(test=dict(t2a=t2a, a2t={k: v / 2 for k, v in t2a.items()}), best_epoch=1, n_test_clips=n_clips)
+
+
+def test_summarize_arms_two_arms_two_seeds_mAP16():
+    "Two arms x two seeds: every t2a mAP@k and R@k by default, in k order; t2a_mAP@16 mean and std as computed by hand."
+    results = pd.DataFrame({'arm': ['loss=ntxent'] * 2 + ['loss=sigmoid'] * 2, 'seed': [0, 1, 0, 1], 'status': 'done',
+                            't2a_R@10': [0.5, 0.6, 0.4, 0.4], 't2a_R@1': [0.1, 0.2, 0.1, 0.1], 't2a_R@5': [0.3, 0.4, 0.2, 0.2],
+                            't2a_mAP@16': [0.30, 0.36, 0.20, 0.30], 't2a_mAP@10': [0.28, 0.34, 0.19, 0.27],
+                            'a2t_mAP@16': [0.9] * 4, 'chance_t2a_mAP@16': [0.012] * 4, 'chance_t2a_mAP10': [0.011] * 4})
+    summary = summarize_arms(results)
+    assert summary['arm'].tolist() == ['loss=ntxent', 'loss=sigmoid']
+    assert [c for c in summary.columns if c.endswith(' mean')] == ['t2a_mAP@10 mean', 't2a_mAP@16 mean', 't2a_R@1 mean',
+                                                                    't2a_R@5 mean', 't2a_R@10 mean']
+    # mean (0.30 + 0.36) / 2 = 0.33, (0.20 + 0.30) / 2 = 0.25; sample std of two values = |difference| / sqrt(2)
+    assert summary['t2a_mAP@16 mean'].tolist() == pytest.approx([0.33, 0.25], abs=1e-12)
+    assert summary['t2a_mAP@16 std'].tolist() == pytest.approx([0.06 / math.sqrt(2), 0.10 / math.sqrt(2)], abs=1e-12)
+    assert summary['t2a_mAP@16 n'].tolist() == [2, 2] and summary['runs'].tolist() == [2, 2]
+    table = format_arms(summary)
+    assert table.columns.tolist() == ['arm', 't2a_mAP@10', 't2a_mAP@16', 't2a_R@1', 't2a_R@5', 't2a_R@10', 'runs', 'failed']
+    assert table['t2a_mAP@16'].tolist() == ['0.3300 ± 0.0424', '0.2500 ± 0.0707']
+    # an explicit list still picks the columns (and their order); one no run has is an error naming it
+    assert format_arms(summarize_arms(results, ['t2a_R@1', 'a2t_mAP@16'])).columns.tolist()[1:3] == ['t2a_R@1', 'a2t_mAP@16']
+    with pytest.raises(ValueError, match=r"no column \['t2a_mAP@50'\]"):
+        summarize_arms(results, ['t2a_mAP@10', 't2a_mAP@50'])
+
+
+def test_flatten_metrics_keeps_every_k_and_chance_level():
+    "map_ks [1, 5, 10, 16, 50], recall_ks [1, 50]: a column per metric and per chance level, and the old chance column."
+    row = flatten_metrics(_metrics({1: 0.1, 5: 0.2, 10: 0.3, 16: 0.35, 50: 0.4}, {1: 0.15, 50: 0.9}))
+    assert metric_names(row, 't2a_') == ['t2a_mAP@1', 't2a_mAP@5', 't2a_mAP@10', 't2a_mAP@16', 't2a_mAP@50', 't2a_R@1', 't2a_R@50']
+    assert metric_names(row, 'a2t_') == [n.replace('t2a', 'a2t') for n in metric_names(row, 't2a_')]
+    assert row['t2a_mAP@16'] == 0.35 and row['a2t_mAP@16'] == 0.175 and row['t2a_median_rank'] == 7.0
+    assert row['chance_t2a_mAP@16'] == 0.16 and row['chance_a2t_R@50'] == 0.25 and row['chance_t2a_mAP10'] == 0.1
+    assert row['best_epoch'] == 1
+
+
+@pytest.fixture
+def mixed_batch(tmp_path):
+    "A finished batch on disk (no training): 2 arms x 2 seeds, one of them an old run that reported mAP@10 and R@k only."
+    grid = {'loss': ['ntxent', 'sigmoid'], 'seed': [0, 1], 'epochs': 1}
+    values = {('ntxent', 0): (0.20, 0.24), ('ntxent', 1): (0.30, 0.32), ('sigmoid', 0): (0.10, 0.14), ('sigmoid', 1): (0.16, None)}
+    per_query = {('ntxent', 0): [1.0, 0.5, 0.5, 0.2], ('ntxent', 1): [1.0, 1.0, 0.5, 0.4], ('sigmoid', 0): [0.5, 0.25, 0.25, 0.1],
+                 ('sigmoid', 1): [0.5, 0.5, 0.5, 0.5]}
+    for params in expand_grid(grid):
+        run = tmp_path / 'runs' / run_id_of(params, ['loss', 'seed']); run.mkdir(parents=True)
+        key = (params['loss'], params['seed'])
+        map10, map16 = values[key]
+        maps = {10: map10} if map16 is None else {10: map10, 16: map16}
+        (run / 'metrics.json').write_text(json.dumps(_metrics(maps, {1: 0.1, 5: 0.3, 10: 0.5})))
+        columns = {'mAP@10': per_query[key]} if map16 is None else {'mAP@10': per_query[key], 'mAP@16': per_query[key]}
+        pd.DataFrame({'query': range(4), 'key': ['a', 'b', 'c', 'd'], **columns}).to_csv(run / 'per_query_t2a.csv', index=False)
+    return grid, tmp_path
+
+
+def test_a_batch_mixing_an_old_run_shows_the_missing_mAP16(mixed_batch):
+    "The old run's mAP@16 is missing, not zero: arm sigmoid's mean stands on its one run, and the table says so."
+    grid, batch = mixed_batch
+    results = run_grid(grid, batch, progress=False)
+    assert not results['executed'].any() and (results['status'] == 'done').all()
+    assert results['t2a_mAP@16'].isna().tolist() == [False, False, False, True]
+    assert results['chance_t2a_mAP@16'].isna().tolist() == [False, False, False, True]
+    on_disk = pd.read_csv(batch / 'results.csv')
+    assert metric_names(on_disk.columns, 't2a_') == ['t2a_mAP@10', 't2a_mAP@16', 't2a_R@1', 't2a_R@5', 't2a_R@10']
+    summary = summarize_arms(on_disk)
+    assert summary['t2a_mAP@16 mean'].tolist() == pytest.approx([0.28, 0.14], abs=1e-12)
+    assert summary['t2a_mAP@16 n'].tolist() == [2, 1] and summary['t2a_mAP@10 n'].tolist() == [2, 2]
+    table = format_arms(summary)
+    assert table['t2a_mAP@16'].tolist() == ['0.2800 ± 0.0566', '0.1400 (1 of 2 runs)']
+    assert table['t2a_mAP@10'].tolist() == ['0.2500 ± 0.0707', '0.1300 ± 0.0424']
+
+
+def test_paired_test_on_mAP16_and_the_old_run_named(mixed_batch):
+    "compare_arms on mAP@16 from the per-query files; asked of a batch holding the old run, it names that run's file."
+    grid, batch = mixed_batch
+    results = run_grid(grid, batch, progress=False)
+    old_run = results['run_id'].iloc[3]
+    with pytest.raises(ValueError, match=re.escape(f"{old_run}/per_query_t2a.csv has no column ['mAP@16']")):
+        compare_arms(results, batch, 'loss=ntxent', 'loss=sigmoid', metric='mAP@16')
+    newer = results[results['run_id'] != old_run]
+    assert per_query_by_arm(newer, batch, 'mAP@16')['loss=ntxent'].tolist() == pytest.approx([1.0, 0.75, 0.5, 0.3], abs=1e-12)
+    res = compare_arms(newer, batch, 'loss=ntxent', 'loss=sigmoid', metric='mAP@16')
+    # per-query differences 0.5, 0.5, 0.25, 0.2: mean 0.3625; all 16 sign flips enumerated, only the observed one as large
+    assert res['metric'] == 'mAP@16' and res['diff'] == pytest.approx(0.3625, abs=1e-12)
+    assert res['p_value'] == pytest.approx(1 / 16, abs=1e-12)
+
+
+def test_plot_arms_on_mAP16(mixed_batch):
+    "Bars at the arm means of t2a_mAP@16 over the runs that have it."
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    grid, batch = mixed_batch
+    ax = plot_arms(run_grid(grid, batch, progress=False), 't2a_mAP@16', ax=plt.figure().gca())
+    assert [p.get_height() for p in ax.patches] == pytest.approx([0.28, 0.14], abs=1e-12)
+    plt.close('all')
+
+
+def test_cli_ablate_table_carries_mAP16(mixed_batch):
+    "`laretrieval ablate` on the finished batch prints every k, the partial mean marked."
+    import yaml
+    grid, batch = mixed_batch
+    (batch / 'grid.yaml').write_text(yaml.safe_dump(grid))
+    proc = subprocess.run([str(Path(sys.executable).parent / 'laretrieval'), 'ablate', str(batch / 'grid.yaml'), '--batch-dir', str(batch)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    header = proc.stdout.splitlines()[0].split()
+    assert header == ['arm', 't2a_mAP@10', 't2a_mAP@16', 't2a_R@1', 't2a_R@5', 't2a_R@10', 'runs', 'failed']
+    assert '0.1400 (1 of 2 runs)' in proc.stdout

@@ -72,7 +72,7 @@ def test_npy_with_ids_json_gives_the_same_metrics(tmp_path):
 def test_run_folder_checkpoint_is_evaluated_on_the_builtin_test_split(tmp_path):
     from laretrieval.datasets import AudioCaptionDataset, make_builtin_set, split_clips
     from laretrieval.model import build_model
-    from laretrieval.train import evaluate_model
+    from laretrieval.evaluate import evaluate_model
     cfg = ExperimentConfig(builtin_clips=40, audio_width=8, embed_dim=16, text_trainable_layers=0, eval_batch_size=16)
     torch.manual_seed(0)
     model = build_model(cfg)

@@ -9,7 +9,7 @@ import papermill as pm
 import pytest
 
 from laretrieval.config import ExperimentConfig
-from laretrieval.experiment import DEFAULT_NOTEBOOK, run_experiment, load_metrics
+from laretrieval.experiment import DEFAULT_NOTEBOOK, run_experiment, load_metrics, metrics_table, metric_names
 from laretrieval.metrics import chance_level
 
 # small enough for a test, large enough that the model must learn to pass
@@ -36,13 +36,71 @@ def test_small_run_learns_writes_its_folder_and_repeats_exactly(tmp_path):
     n_clips = metrics['n_test_clips']
     assert t2a['chance_mAP@10'] == pytest.approx(chance_level(n_clips, 1, 10))
     assert t2a['mAP@10'] >= 5 * t2a['chance_mAP@10'], t2a
+    assert metric_names(t2a) == metric_names(metrics['test']['a2t']) == ['mAP@10', 'mAP@16', 'R@1', 'R@5', 'R@10']  # the default ks
+    assert t2a['chance_mAP@16'] == pytest.approx(chance_level(n_clips, 1, 16))
     per_query = pd.read_csv(first / 'per_query_t2a.csv')
     assert len(per_query) == metrics['n_test_captions']
-    assert per_query['mAP@10'].mean() == pytest.approx(t2a['mAP@10'], abs=1e-9)
+    for name in metric_names(t2a):  # the per-query file holds every reported k, and its means are the reported values
+        assert per_query[name].mean() == pytest.approx(t2a[name], abs=1e-9), name
+    table = metrics_table(metrics).splitlines()
+    assert [line.split()[0] for line in table[2:-1]] == metric_names(t2a)
+    assert table[3].split()[1] == f"{t2a['mAP@16']:.4f}"
     second = run_experiment(SMALL, run_id='b', runs_dir=tmp_path, progress=False)
     assert load_metrics(second) == metrics
     with pytest.raises(FileExistsError):
         run_experiment(SMALL, run_id='a', runs_dir=tmp_path, progress=False)
+
+
+def _rows(table:str)->list[list[str]]:
+    "A metrics_table's lines split into cells (the rule line and the note included)."
+    return [line.split() for line in table.splitlines()]
+
+
+# a metrics.json with the default ks (keys in another order than the table's), ranks, and chance levels
+T2A = {'R@10': 0.45, 'mAP@16': 0.23, 'R@1': 0.12, 'mAP@10': 0.21, 'R@5': 0.34, 'median_rank': 12.0, 'mean_rank': 30.5,
+       'chance_mAP@10': 0.0111, 'chance_mAP@16': 0.0123, 'chance_R@1': 0.0074, 'chance_R@5': 0.037, 'chance_R@10': 0.0741}
+A2T = {'mAP@10': 0.31, 'mAP@16': 0.33, 'R@1': 0.22, 'R@5': 0.44, 'R@10': 0.55, 'median_rank': 4.0, 'mean_rank': 9.5,
+       'chance_mAP@10': 0.0536, 'chance_mAP@16': 0.0612, 'chance_R@1': 0.0015, 'chance_R@5': 0.0074, 'chance_R@10': 0.0148}
+METRICS = dict(test=dict(t2a=T2A, a2t=A2T), best_epoch=3, n_test_clips=135, n_test_captions=675)
+
+
+def test_metrics_table_lists_the_default_ks_in_order():
+    "mAP@10, mAP@16, R@1, R@5, R@10: five rows, mAP@k by k then R@k by k, each value and chance level in its column."
+    rows = _rows(metrics_table(METRICS))
+    assert rows[0] == ['metric', 'text→audio', 'chance', 'audio→text', 'chance']
+    assert rows[2:-1] == [['mAP@10', '0.2100', '0.0111', '0.3100', '0.0536'],
+                          ['mAP@16', '0.2300', '0.0123', '0.3300', '0.0612'],
+                          ['R@1', '0.1200', '0.0074', '0.2200', '0.0015'],
+                          ['R@5', '0.3400', '0.0370', '0.4400', '0.0074'],
+                          ['R@10', '0.4500', '0.0741', '0.5500', '0.0148']]
+    assert metrics_table(METRICS).splitlines()[-1] == 'test split: 135 clips, 675 captions; best epoch 3'
+
+
+def test_metrics_table_lists_other_ks_by_number():
+    "map_ks [5, 50] and recall_ks [1, 50]: mAP@5 before mAP@50 (numbers, not strings), then R@1, R@50; nothing else."
+    direction = {'R@50': 0.9, 'mAP@50': 0.4, 'R@1': 0.1, 'mAP@5': 0.3, 'median_rank': 6.0,
+                 'chance_mAP@5': 0.01, 'chance_mAP@50': 0.03, 'chance_R@1': 0.002, 'chance_R@50': 0.1}
+    rows = _rows(metrics_table(dict(test=dict(t2a=direction, a2t=direction))))
+    assert [r[0] for r in rows[2:-1]] == ['mAP@5', 'mAP@50', 'R@1', 'R@50']
+    assert rows[3] == ['mAP@50', '0.4000', '0.0300', '0.4000', '0.0300']
+
+
+def test_metrics_table_of_an_old_run_without_mAP16():
+    "A run from before mAP@16 (mAP@10 and R@1/5/10 only) shows its four rows and no mAP@16 row."
+    old = {k: v for k, v in T2A.items() if '@16' not in k}
+    rows = _rows(metrics_table(dict(test=dict(t2a=old, a2t=old))))
+    assert [r[0] for r in rows[2:-1]] == ['mAP@10', 'R@1', 'R@5', 'R@10']
+
+
+def test_show_prints_every_k(tmp_path):
+    "`laretrieval show RUN` prints the table of the run's metrics.json: the mAP@16 row among the five."
+    (tmp_path / 'run').mkdir()
+    (tmp_path / 'run' / 'metrics.json').write_text(json.dumps(METRICS))
+    proc = subprocess.run([str(Path(sys.executable).parent / 'laretrieval'), 'show', str(tmp_path / 'run')], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(proc.stdout)
+    assert [r[0] for r in rows[2:7]] == ['mAP@10', 'mAP@16', 'R@1', 'R@5', 'R@10']
+    assert rows[3] == ['mAP@16', '0.2300', '0.0123', '0.3300', '0.0612']
 
 
 @pytest.mark.parametrize('params, name', [(dict(epoch=2), 'epoch'), (dict(epochs='2'), 'epochs'),
