@@ -19,8 +19,8 @@ from .model import DualEncoder, embed_clips, embed_texts, score_embeddings
 from .submission import read_relevance_file, relevance_mask
 
 # %% auto #0
-__all__ = ['Queries', 'caption_queries', 'file_queries', 'score_texts', 'SplitEvaluation', 'evaluate_split', 'split_similarity',
-           'evaluate_model']
+__all__ = ['Queries', 'caption_queries', 'best_possible_map', 'file_queries', 'score_texts', 'SplitEvaluation', 'evaluate_split',
+           'split_similarity', 'evaluate_model']
 
 # %% ../nbs/08b_evaluate.ipynb #e0922a33
 @dataclass
@@ -45,6 +45,19 @@ def caption_queries(dataset:AudioCaptionDataset, # per-clip split, all captions
     captions = [c.captions[0] for c in dataset.clips]
     texts = list(dict.fromkeys(captions))
     return Queries(texts, positive_mask(texts, captions), texts, 'caption texts')
+
+# %% ../nbs/08b_evaluate.ipynb #261a754a
+def best_possible_map(queries:Queries, k:int)->float:
+    "The highest mean AP@k any model can reach when identical query texts must share one ranking (one relevant clip per query)."
+    if (queries.relevant.sum(1) != 1).any(): raise ValueError("best_possible_map needs exactly one relevant clip per query")
+    clip_of = queries.relevant.float().argmax(1).tolist()
+    by_text = {}
+    for text, clip in zip(queries.texts, clip_of): by_text.setdefault(text, []).append(clip)
+    total = 0.0
+    for clips in by_text.values():
+        counts = sorted((clips.count(c) for c in set(clips)), reverse=True)  # queries per clip, most first
+        total += sum(m / r for r, m in enumerate(counts[:k], 1))
+    return total / len(queries.texts)
 
 # %% ../nbs/08b_evaluate.ipynb #e7bb9ba6
 def file_queries(path:str|Path,                       # DCASE 2025 relevance file: query,audio_filenames

@@ -17,16 +17,16 @@ import torch
 
 from .config import ExperimentConfig, Settings, atomic_write, load_settings, resolve_device, seed_everything
 from .datasets import AudioCaptionDataset, Clip, make_builtin_set, split_clips
-from .evaluate import Queries, caption_queries, evaluate_split, file_queries
+from .evaluate import Queries, best_possible_map, caption_queries, evaluate_split, file_queries
 from .losses import positive_mask
 from .metrics import evaluate_retrieval, retrieval_metrics
 from .model import DualEncoder, build_model
 from .train import TrainResult, make_fabric, train
 
 # %% auto #0
-__all__ = ['CLIP_SECONDS', 'NORMALIZED_CAPTIONS', 'DATA_FIELDS', 'caption_normalizer', 'Splits', 'corpus_clips', 'build_datasets',
-           'model_for', 'test_and_save', 'run_training', 'cluster_training_captions', 'load_run', 'ensemble_runs',
-           'ensemble_table']
+__all__ = ['CLIP_SECONDS', 'NORMALIZED_CAPTIONS', 'RUN_FILES', 'DATA_FIELDS', 'caption_normalizer', 'Splits', 'corpus_clips',
+           'with_extra_captions', 'check_ceiling', 'build_datasets', 'model_for', 'test_and_save', 'claim_run_folder',
+           'check_audio', 'run_training', 'cluster_training_captions', 'load_run', 'ensemble_runs', 'ensemble_table']
 
 # %% ../nbs/11b_pipeline.ipynb #bc9a2f58
 CLIP_SECONDS = dict(builtin=4.0, esc50=5.0, clotho=30.0)  # crop/pad length of each corpus's clips
@@ -64,18 +64,41 @@ def corpus_clips(cfg:ExperimentConfig, settings:Settings)->list[Clip]:
         return [c for split in ('development', 'validation', 'evaluation') for c in read_clotho(root, split, normalize=NORMALIZED_CAPTIONS['clotho'])]
     raise ValueError(f"unknown dataset {cfg.dataset!r}; available: {', '.join(map(repr, CLIP_SECONDS))}")
 
+def with_extra_captions(path:str, train_clips:list[Clip], clips:list[Clip], notes:list[str])->list[Clip]:
+    "Training clips with the extra captions of `path`; ids of other splits are counted, ids of no clip (or no training clip at all) are errors."
+    from laretrieval.augment import add_extra_captions, read_caption_table
+    extra = read_caption_table(path)
+    out, merge = add_extra_captions(train_clips, extra, source='extra', unknown='skip')
+    known = {c.clip_id for c in clips}
+    nowhere = [i for i in merge.unknown_ids if i not in known]
+    if nowhere: raise ValueError(f"extra_captions {path}: {len(nowhere)} of its {len(extra)} clip ids are no clip of the corpus "
+                                 f"(first: {nowhere[:3]}); other file names or another corpus version?")
+    if not merge.matched and not merge.already_present:
+        raise ValueError(f"extra_captions {path}: none of its {len(extra)} clip ids is a training clip; the run would train without them")
+    notes.append(f'extra captions: {merge.added} added to {merge.matched} training clips; {len(merge.unknown_ids)} ids of '
+                 f'validation/test clips not used (evaluation keeps the original captions)')
+    return out
+
+def check_ceiling(name:str, queries:Queries, cfg:ExperimentConfig, notes:list[str], floor:float=0.9):
+    "Refuse a split whose repeated captions cap every model's mAP below `floor` (relevance by clip id); note a ceiling below 1."
+    if queries.source != 'clip ids': return
+    k = max(cfg.map_ks)
+    best = best_possible_map(queries, k)
+    if best < floor: raise ValueError(f"{name} split of dataset={cfg.dataset!r}: its captions repeat across clips, so with positives='clip' "
+                                      f"even a perfect model reaches at most t2a mAP@{k} {best:.3f}; use positives='caption' "
+                                      f"(one query per distinct caption) or a relevance file ({name}_relevance)")
+    if best < 1: notes.append(f'{name}: captions repeat across clips; a perfect model reaches t2a mAP@{k} {best:.4f}, not 1')
+
 def build_datasets(cfg:ExperimentConfig, settings:Settings|None=None)->Splits:
     "Training, validation and test datasets of a config (training augmentations and extra captions applied)."
     from laretrieval.audio import AudioCache
-    from laretrieval.augment import AugmentConfig, AugmentDataset, add_extra_captions, read_caption_table
+    from laretrieval.augment import AugmentConfig, AugmentDataset
     settings = settings or load_settings()
     if cfg.train_items not in ('clip', 'caption'): raise ValueError(f"train_items must be 'clip' or 'caption', got {cfg.train_items!r}")
     clips, notes = corpus_clips(cfg, settings), []
     seconds, cache = CLIP_SECONDS[cfg.dataset], AudioCache.from_settings(settings)
     train_clips = split_clips(clips, 'train')
-    if cfg.extra_captions:  # only training clips get them; ids of the other splits are counted as skipped
-        train_clips, merge = add_extra_captions(train_clips, read_caption_table(cfg.extra_captions), source='extra', unknown='skip')
-        notes.append(f'extra captions: {merge.added} added to {merge.matched} training clips; {len(merge.unknown_ids)} ids of other splits skipped')
+    if cfg.extra_captions: train_clips = with_extra_captions(cfg.extra_captions, train_clips, clips, notes)
     train_set = AudioCaptionDataset(train_clips, cfg.sample_rate, seconds, random_crop=True, cache=cache,
                                     per_caption=cfg.train_items == 'caption', random_caption=cfg.train_items == 'clip')
     if cfg.gain_p or cfg.word_p:
@@ -86,6 +109,7 @@ def build_datasets(cfg:ExperimentConfig, settings:Settings|None=None)->Splits:
     queries = {name: file_queries(path, split, caption_normalizer(cfg)) if path else caption_queries(split, cfg.positives)
                for name, path, split in (('val', cfg.val_relevance, val_set), ('test', cfg.test_relevance, test_set))}
     notes += [f'{name} queries: {len(q.texts)} from {q.source}' for name, q in queries.items() if q.source not in ('clip ids', 'caption texts')]
+    for name, q in queries.items(): check_ceiling(name, q, cfg, notes)
     return Splits(train_set, val_set, test_set, seconds, notes, queries['val'], queries['test'])
 
 def model_for(cfg:ExperimentConfig)->DualEncoder:
@@ -100,6 +124,7 @@ def model_for(cfg:ExperimentConfig)->DualEncoder:
 def test_and_save(model:DualEncoder, result:TrainResult, test_set:AudioCaptionDataset, cfg:ExperimentConfig,
                   out:str|Path, device='cpu', keep_training_checkpoints:bool=False,
                   queries:Queries|None=None, # test queries (default: the split's captions, by cfg.positives)
+                  notes:list[str]=(),        # what the data build added or skipped, kept in metrics.json
                  )->dict:
     "Evaluate the best weights on the test split and write checkpoint.pt, metrics.json, history.csv, per_query_t2a.csv."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
@@ -112,17 +137,41 @@ def test_and_save(model:DualEncoder, result:TrainResult, test_set:AudioCaptionDa
     with atomic_write(out / 'checkpoint.pt', 'wb') as f:
         torch.save(dict(state_dict=result.best_state, config=cfg.to_dict(), epoch=result.best_epoch), f)
     metrics = dict(test=ev.metrics, best_epoch=result.best_epoch, val_metric=cfg.val_metric, relevance=queries.source,
-                   n_test_clips=len(test_set.clips), n_test_captions=len(queries.texts))
+                   n_test_clips=len(test_set.clips), n_test_captions=len(queries.texts), data_notes=list(notes))
     with atomic_write(out / 'metrics.json') as f: f.write(json.dumps(metrics, indent=2))
     if not keep_training_checkpoints:  # checkpoint.pt holds the best weights; the optimizer state is no longer needed
         for name in ('last.ckpt', 'best.ckpt'): (out / name).unlink(missing_ok=True)
     return metrics
 
 # %% ../nbs/11b_pipeline.ipynb #78bb2d41
-def run_training(cfg:ExperimentConfig, output_dir:str|Path, resume:bool=False, progress:bool=True)->dict|None:
+RUN_FILES = ('last.ckpt', 'best.ckpt', 'log.jsonl', 'history.csv', 'per_query_t2a.csv', 'checkpoint.pt', 'metrics.json', 'config.json')
+
+def claim_run_folder(out:Path, resume:bool=False, overwrite:bool=False):
+    "Refuse a folder holding a finished or unfinished run unless resuming it, or (overwrite) delete that run's files."
+    if resume and overwrite: raise ValueError("resume and overwrite exclude each other")
+    if resume or not out.exists(): return
+    if (out / 'metrics.json').exists() and not overwrite: raise FileExistsError(f"{out} already holds a finished run; choose another folder (or overwrite)")
+    unfinished = [name for name in RUN_FILES[:3] if (out / name).exists()]
+    if unfinished and not overwrite:
+        raise FileExistsError(f"{out} holds an unfinished run ({', '.join(unfinished)}): continue it with --resume, or start over with --overwrite")
+    if overwrite:
+        for name in RUN_FILES: (out / name).unlink(missing_ok=True)
+        if (out / 'tensorboard').is_dir(): import shutil; shutil.rmtree(out / 'tensorboard')
+
+def check_audio(splits:Splits, settings:Settings):
+    "Decode every clip of every split once (filling the audio cache), so that a bad file stops the run before training, named."
+    from laretrieval.audio import AudioCache
+    from laretrieval.corpora import prepare_audio
+    train = getattr(splits.train, 'base', splits.train)
+    clips = [c for split in (train, splits.val, splits.test) for c in split.clips if c.path is not None]
+    if clips: prepare_audio(clips, train.sample_rate, AudioCache.from_settings(settings), on_error='raise', progress=False)
+
+def run_training(cfg:ExperimentConfig, output_dir:str|Path, resume:bool=False, progress:bool=True,
+                 overwrite:bool=False, # start over in a folder that holds a run (its files are deleted)
+                )->dict|None:
     "Train and test one config into `output_dir` on Fabric (one or several processes); process 0 returns the metrics."
     out = Path(output_dir)
-    if not resume and (out / 'metrics.json').exists(): raise FileExistsError(f"{out} already holds a finished run; choose another folder")
+    claim_run_folder(out, resume, overwrite)  # before launch: every process decides alike, before any writes
     settings = load_settings()
     threads = cfg.num_threads or settings.num_threads
     if threads: torch.set_num_threads(threads)
@@ -133,11 +182,14 @@ def run_training(cfg:ExperimentConfig, output_dir:str|Path, resume:bool=False, p
         (out / 'config.json').write_text(json.dumps(cfg.to_dict(), indent=2))
     seed_everything(cfg.seed)
     splits = build_datasets(cfg, settings)
-    if progress and fabric.global_rank == 0: print('\n'.join(splits.notes))
+    if fabric.global_rank == 0:
+        print('\n'.join(splits.notes))  # also under --quiet: they say what the run trains and is evaluated on
+        check_audio(splits, settings)
+    fabric.barrier()
     model = model_for(cfg)
     result = train(model, splits.train, splits.val, cfg, progress=progress, output_dir=out, resume=resume, fabric=fabric,
                    val_queries=splits.val_queries)
-    metrics = test_and_save(model, result, splits.test, cfg, out, fabric.device, queries=splits.test_queries) if fabric.global_rank == 0 else None
+    metrics = test_and_save(model, result, splits.test, cfg, out, fabric.device, queries=splits.test_queries, notes=splits.notes) if fabric.global_rank == 0 else None
     fabric.barrier()
     return metrics
 
@@ -156,10 +208,10 @@ DATA_FIELDS = ('dataset', 'data_dir', 'builtin_clips', 'data_seed', 'esc50_test_
 
 def load_run(run_dir:str|Path, device='cpu')->tuple[DualEncoder, ExperimentConfig]:
     "A finished run's model (best weights from checkpoint.pt, eval mode, on `device`) and the config it was trained with."
-    from laretrieval.train import load_weights
+    from laretrieval.train import load_checkpoint, load_weights
     path = Path(run_dir) / 'checkpoint.pt'
     if not path.exists(): raise FileNotFoundError(f"{path} not found: not a finished run folder")
-    config = torch.load(path, map_location='cpu', weights_only=False).get('config')
+    config = load_checkpoint(path).get('config')
     if not isinstance(config, dict): raise ValueError(f"{path} holds no 'config' entry (written by an older version?)")
     cfg = ExperimentConfig.from_dict(config)
     model = build_model(cfg)

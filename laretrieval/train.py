@@ -8,7 +8,7 @@ Docs: https://laretrieval.github.io/laretrieval/train.html.md"""
 
 # %% ../nbs/11_train.ipynb #ea3e7f17
 from __future__ import annotations
-import copy, itertools, json, math, random, time
+import copy, itertools, json, math, pickle, random, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,10 +28,10 @@ from .model import AudioEmbedding, DualEncoder
 
 # %% auto #0
 __all__ = ['RESUME_IGNORES', 'warmup_cosine', 'EpochBatches', 'process_group', 'gather_tensor', 'gather_objects', 'gather_audio',
-           'loss_from_config', 'stage_loss', 'cluster_lookup', 'TrainingStep', 'atomic_save', 'rng_state',
-           'set_rng_state', 'check_resumable', 'JsonlLog', 'tensorboard_loggers', 'reached_leaves',
-           'unreachable_parameters', 'make_fabric', 'TrainResult', 'param_groups', 'load_stage_inputs', 'load_weights',
-           'check_reach', 'validation_row', 'train']
+           'loss_from_config', 'stage_loss', 'cluster_lookup', 'TrainingStep', 'atomic_save', 'load_checkpoint',
+           'remove_stale_temporaries', 'rng_state', 'set_rng_state', 'check_resumable', 'JsonlLog',
+           'tensorboard_loggers', 'reached_leaves', 'unreachable_parameters', 'make_fabric', 'TrainResult',
+           'param_groups', 'load_stage_inputs', 'load_weights', 'check_reach', 'validation_row', 'train']
 
 # %% ../nbs/11_train.ipynb #a3ad2fbf
 def warmup_cosine(optimizer:torch.optim.Optimizer, warmup_steps:int, total_steps:int, min_lr:float=1e-7):
@@ -145,15 +145,38 @@ def atomic_save(obj, path:str|Path):
     "torch.save through `atomic_write`: the previous file stays whole until the new one is complete."
     with atomic_write(path, 'wb') as f: torch.save(obj, f)
 
+def load_checkpoint(path:str|Path)->dict:
+    "A checkpoint's content, unpickled with `weights_only=True` (tensors and plain data only: no code runs); errors name the file."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"checkpoint not found: {path}")
+    try: return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        if 'weights_only' in str(e) or 'Unsupported global' in str(e):
+            raise ValueError(f"{path} holds Python objects besides tensors and plain data; they are not unpickled, because "
+                             f"unpickling can run code ({str(e).splitlines()[0][:200]})") from None
+        raise ValueError(f"{path} is not a readable checkpoint ({e}); cut short by a kill or a full disk?") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:200]}); cut short by a kill or a full disk?") from None
+
+def remove_stale_temporaries(folder:str|Path)->list[str]:
+    "Delete the temporary files `atomic_write` leaves behind when a process is killed mid-write (`.<name>.<random>.tmp`)."
+    gone = [p for p in Path(folder).glob('.*.tmp') if p.is_file()]
+    for p in gone: p.unlink(missing_ok=True)
+    return sorted(p.name for p in gone)
+
 def rng_state()->dict:
-    "This process's python, numpy, torch (and CUDA) generator states."
-    state = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
+    "This process's python, numpy, torch (and CUDA) generator states, as tensors and plain data."
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    state = dict(python=random.getstate(), numpy=(name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
+                 torch=torch.get_rng_state())
     if torch.cuda.is_available(): state['cuda'] = torch.cuda.get_rng_state_all()
     return state
 
 def set_rng_state(state:dict):
     "Restore what `rng_state` returned."
-    random.setstate(state['python']); np.random.set_state(state['numpy']); torch.set_rng_state(state['torch'])
+    name, keys, position, has_gauss, gauss = state['numpy']
+    random.setstate(state['python']); np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    torch.set_rng_state(state['torch'])
     if 'cuda' in state and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['cuda'])
 
 RESUME_IGNORES = ('output_dir', 'device', 'num_threads', 'eval_batch_size', 'checkpoint_every')  # may differ between a run and its resume
@@ -255,8 +278,7 @@ def load_weights(model:DualEncoder, path:str|Path)->dict:
     "Load a run folder's `checkpoint.pt` (or a checkpoint file: checkpoint.pt, best.ckpt) into `model`; returns the file's content."
     path = Path(path)
     if path.is_dir(): path = path / 'checkpoint.pt'
-    if not path.exists(): raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    ckpt = load_checkpoint(path)
     state = ckpt.get('state_dict', ckpt.get('model')) if isinstance(ckpt, dict) else None
     if state is None: raise ValueError(f"{path} holds no model weights (expected a 'state_dict' or 'model' entry)")
     try: model.load_state_dict(state)
@@ -318,16 +340,17 @@ def train(model:DualEncoder, train_set:AudioCaptionDataset, val_set:AudioCaption
     result = TrainResult()
     if cfg.init_checkpoint and not resume: load_weights(model, cfg.init_checkpoint)  # stages 2 and 3 start from a trained model
     last, best_path = (out / 'last.ckpt', out / 'best.ckpt') if out is not None else (None, None)
+    if out is not None and rank == 0 and out.exists(): remove_stale_temporaries(out)  # left by a kill during a write
     seed_offset = cfg.seed + rank
     random.seed(seed_offset); np.random.seed(seed_offset); torch.manual_seed(seed_offset)
     if resume:
         if not last.exists(): raise FileNotFoundError(f"nothing to resume: {last} does not exist")
-        ckpt = torch.load(last, map_location='cpu', weights_only=False)
+        ckpt = load_checkpoint(last)
         check_resumable(ckpt['config'], cfg, last)
         model.load_state_dict(ckpt['model']); loss.load_state_dict(ckpt['loss'])
         optimizer.load_state_dict(ckpt['optimizer']); scheduler.load_state_dict(ckpt['scheduler'])
         pos, result.history, result.best_epoch = ckpt['position'], ckpt['history'], ckpt['best_epoch']
-        if best_path.exists(): result.best_state = torch.load(best_path, map_location='cpu')['state_dict']
+        if best_path.exists(): result.best_state = load_checkpoint(best_path)['state_dict']
         set_rng_state(ckpt['rng'][rank])
         log.truncate_after(pos['step'])
         if progress and rank == 0: print(f"resumed from {last}: epoch {pos['epoch']}, batch {pos['batch']}/{batches_used}, step {pos['step']}")
@@ -387,5 +410,5 @@ def train(model:DualEncoder, train_set:AudioCaptionDataset, val_set:AudioCaption
         if progress and rank == 0:
             print(f"epoch {epoch}: loss {row['train_loss']:.3f}  val {cfg.val_metric} {chosen:.3f}  ({row['seconds']:.0f}s)")
     if result.best_state is None and best_path is not None and best_path.exists():  # resumed after the last epoch
-        result.best_state = torch.load(best_path, map_location='cpu')['state_dict']
+        result.best_state = load_checkpoint(best_path)['state_dict']
     return result
