@@ -6,7 +6,7 @@ Docs: https://laretrieval.github.io/laretrieval/audio.html.md"""
 
 # %% ../nbs/01_audio.ipynb #7e7a3774
 from __future__ import annotations
-import hashlib, logging, math
+import errno, hashlib, logging, math
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,7 @@ def decode_audio(path:Path # an existing audio file
 
 # %% ../nbs/01_audio.ipynb #e02dd18e
 _log = logging.getLogger('laretrieval')
+_unwritable = set()  # cache folders a write failed under in this process: not written to again
 
 class AudioCache:
     "Decoded, mono, resampled waveforms on disk: one .npy per (file, modification time, size, rate)."
@@ -93,15 +94,20 @@ class AudioCache:
                 wave = np.load(entry)
                 self.hits += 1
                 return wave
-            except (OSError, ValueError) as e: _log.warning("rebuilding unreadable audio cache entry %s (%s)", entry, e)
+            except (OSError, ValueError, EOFError) as e: _log.warning("rebuilding unreadable audio cache entry %s (%s)", entry, e)
         self.misses += 1
         return None
 
     def put(self, path:str|Path, target_sr:int, wave:np.ndarray):
-        "Store `wave` atomically (temporary file in the same folder, then rename)."
-        if not self.enabled: return
+        "Store `wave` atomically (temporary file, then rename); a failed write warns once and turns writing off."
+        if not self.enabled or self.root in _unwritable: return
         entry = self.entry(path, target_sr)
-        with atomic_write(entry, 'wb') as f: np.save(f, wave.astype(np.float32, copy=False))
+        try:
+            with atomic_write(entry, 'wb') as f: np.save(f, wave.astype(np.float32, copy=False))  # removes its file on error
+        except OSError as e:
+            _unwritable.add(self.root)
+            _log.warning("audio cache: cannot write %s (%s: %s); not writing under %s again in this process, audio is decoded "
+                         "each time instead", entry, errno.errorcode.get(e.errno, e.errno), e.strerror or e, self.root)
 
 def load_audio(path:str|Path,  # any format soundfile reads
                target_sr:int,  # output sample rate

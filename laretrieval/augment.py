@@ -146,12 +146,13 @@ def word_augment(caption:str,             # one caption
 
 # %% ../nbs/03_augment.ipynb #33af971c
 def read_caption_table(path:str|Path,           # CSV with an id column and caption columns
-                       id_column:str='file_name',
-                       caption_columns:list[str]|None=None # default: every column whose name starts with 'caption'
+                       id_column:str='file_name',  # the column holding the clip id
+                       caption_columns:list[str]|None=None, # default: every column whose name starts with 'caption'
+                       encoding:str|None=None,  # the CSV's encoding (None: UTF-8, BOM allowed; e.g. 'cp1252')
                       )->dict[str, list[str]]:
     "Clip id -> captions from a caption CSV; empty cells are skipped, a repeated or empty id is an error naming the file and row."
     report = LoadReport()
-    header, rows = read_csv_rows(Path(path), report)  # the corpora's CSV reading: encodings, BOM, cells beyond the header
+    header, rows = read_csv_rows(Path(path), report, encoding)  # the corpora's CSV reading: encodings, BOM, cells beyond the header
     columns = caption_columns or [c for c in header if c.startswith('caption')]
     missing = [c for c in [id_column, *columns] if c not in header]
     if missing or not columns: raise ValueError(f"{path}: missing column(s) {missing or ['caption*']}; it has {header}")

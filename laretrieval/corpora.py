@@ -6,7 +6,7 @@ Docs: https://laretrieval.github.io/laretrieval/corpora.html.md"""
 
 # %% ../nbs/02b_corpora.ipynb #94312e9a
 from __future__ import annotations
-import csv, io, json, logging, re, unicodedata
+import csv, io, json, logging, os, re, unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +18,9 @@ from .datasets import Clip
 
 # %% auto #0
 __all__ = ['CLOTHO_SPLITS', 'WAVCAPS_SOURCES', 'AUDIO_EXTENSIONS', 'LoadReport', 'handle_bad', 'check_on_error',
-           'normalize_caption', 'read_csv_rows', 'caption_columns', 'read_caption_csv', 'read_clotho', 'read_audiocaps',
-           'item_captions', 'read_wavcaps', 'read_esc50', 'read_folder', 'prepare_audio']
+           'normalize_caption', 'decode_text', 'read_csv_rows', 'caption_columns', 'join_inside', 'read_caption_csv',
+           'read_clotho', 'read_audiocaps', 'item_captions', 'read_wavcaps', 'read_esc50', 'read_folder',
+           'prepare_audio']
 
 # %% ../nbs/02b_corpora.ipynb #0945005b
 _log = logging.getLogger('laretrieval')
@@ -31,7 +32,7 @@ class LoadReport:
     skipped:Counter = field(default_factory=Counter)   # reason -> items skipped as bad input
     excluded:Counter = field(default_factory=Counter)  # reason -> clips dropped on purpose (e.g. leakage lists)
     examples:dict = field(default_factory=dict)        # reason -> first `max_examples` messages
-    notes:list = field(default_factory=list)           # anything else worth knowing (e.g. a Latin-1 fallback)
+    notes:list = field(default_factory=list)           # anything else worth knowing (e.g. clips without a metadata row)
     max_examples:int = 3
 
     def _example(self, reason, message):
@@ -79,24 +80,46 @@ def normalize_caption(text:str # a caption as written
     text = ''.join(' ' if unicodedata.category(ch).startswith('P') else ch for ch in text)
     return ' '.join(text.split())
 
+# %% ../nbs/02b_corpora.ipynb #bf722233
+def decode_text(raw:bytes,              # the file's bytes
+                path:Path,              # the file, named in errors
+                encoding:str|None=None, # None: UTF-8 (a BOM is allowed); else a Python codec name, e.g. 'cp1252'
+               )->str:
+    "The text of a file; a byte invalid in `encoding` is an error naming the file, line and byte offset."
+    try: text = raw.decode(encoding or 'utf-8')
+    except LookupError: raise ValueError(f"unknown encoding={encoding!r} for {path}") from None
+    except UnicodeDecodeError as e:
+        line, bad = raw.count(b'\n', 0, e.start) + 1, raw[e.start:e.end].hex(' ')
+        hint = ("re-save it as UTF-8, or pass encoding= (e.g. 'cp1252' or 'latin-1') if you know it is in another encoding"
+                if encoding is None else "check which encoding it is in")
+        raise ValueError(f"{path} is not valid {encoding or 'UTF-8'}: line {line}, byte offset {e.start} "
+                         f"(byte {bad}: {e.reason}); {hint}") from e
+    return text.removeprefix('\ufeff')
+
 # %% ../nbs/02b_corpora.ipynb #b1d3ab33
-def read_csv_rows(path:Path, report:LoadReport)->tuple[list[str], list[tuple[int, dict]]]:
-    "Header and (line number, row dict) pairs of a CSV file; UTF-8 (BOM allowed), else Latin-1 with a report note."
+def read_csv_rows(path:Path,              # the CSV file
+                  report:LoadReport,      # the load report of the caller
+                  encoding:str|None=None, # None: UTF-8 (BOM allowed); else e.g. 'cp1252', see `decode_text`
+                 )->tuple[list[str], list[tuple[int, dict]]]:
+    "Header and (line number, row dict) pairs of a CSV file; bad bytes, cells or quotes are an error naming the file and line."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"CSV file not found: {path}")
-    raw = path.read_bytes()
-    try: text = raw.decode('utf-8-sig')
-    except UnicodeDecodeError:
-        text = raw.decode('latin-1'); report.notes.append(f"{path.name} is not UTF-8; read as Latin-1")
-    reader = csv.DictReader(io.StringIO(text, newline=''))
-    if not reader.fieldnames: raise ValueError(f"{path} is empty (no header row)")
-    reader.fieldnames = [c.strip() for c in reader.fieldnames]  # the rows' keys too, not only the header we return
-    rows = []
-    for row in reader:
-        extra = [c for c in row.get(None) or [] if c.strip()]  # a trailing empty cell is harmless
-        if extra: raise ValueError(f"{path} line {reader.line_num}: {len(row[None])} cell(s) beyond the {len(reader.fieldnames)} "
-                                   f"header columns (first: {extra[0]!r}); a shifted row or a caption with an unquoted comma?")
-        rows.append((reader.line_num, {k: v for k, v in row.items() if k is not None}))
+    text = decode_text(path.read_bytes(), path, encoding)
+    reader, rows, start, end = csv.DictReader(io.StringIO(text, newline='')), [], 1, 0
+    try:
+        if not reader.fieldnames: raise ValueError(f"{path} is empty (no header row)")
+        reader.fieldnames = [c.strip() for c in reader.fieldnames]  # the rows' keys too, not only the header we return
+        end = reader.line_num
+        for row in reader:
+            start, end = end + 1, reader.line_num  # the lines this row spans
+            extra = [c for c in row.get(None) or [] if c.strip()]  # a trailing empty cell is harmless
+            if extra: raise ValueError(f"{path} line {reader.line_num}: {len(row[None])} cell(s) beyond the {len(reader.fieldnames)} "
+                                       f"header columns (first: {extra[0]!r}); a shifted row or a caption with an unquoted comma?")
+            rows.append((reader.line_num, {k: v for k, v in row.items() if k is not None}))
+    except csv.Error as e: raise ValueError(f"{path} line {end + 1}: {e}") from e  # the row that starts there
+    if end > start and ''.join(io.StringIO(text, newline='').readlines()[start - 1:]).count('"') % 2:
+        raise ValueError(f"{path} line {start}: a quoted field is never closed, so every line after it would be read "
+                         f"into one cell; a stray '\"'?")
     return list(reader.fieldnames), rows
 
 def caption_columns(header:list[str], path:Path, n_captions:int|None=None)->list[str]:
@@ -110,6 +133,15 @@ def caption_columns(header:list[str], path:Path, n_captions:int|None=None)->list
     if 'caption' in header: return ['caption']
     raise ValueError(f"{path}: missing a caption column ('caption' or 'caption_1..N'); found {header}")
 
+# %% ../nbs/02b_corpora.ipynb #e9f85ddd
+def join_inside(folder:Path, # the folder the file must be in
+                name:str,    # a relative file name, as written in a CSV or JSON file
+               )->Path|None:
+    "`folder/name`, or None when `name` is absolute or its '..' parts lead out of `folder`."
+    if os.path.isabs(name): return None
+    rel = os.path.normpath(name)
+    return None if rel == os.pardir or rel.startswith(os.pardir + os.sep) else Path(folder)/name
+
 # %% ../nbs/02b_corpora.ipynb #994d65ca
 def read_caption_csv(csv_path:str|Path,          # CSV with file_name and caption(s)
                      audio_dir:str|Path,         # folder holding the files named in the CSV
@@ -121,11 +153,12 @@ def read_caption_csv(csv_path:str|Path,          # CSV with file_name and captio
                      on_error:str='raise',       # 'raise' or 'skip' (counted in `report`)
                      report:LoadReport|None=None,# filled with counts; logged at the end
                      meta:dict|None=None,        # extras put into every clip's meta (e.g. corpus name)
+                     encoding:str|None=None,     # the CSV's encoding (None: UTF-8, BOM allowed; e.g. 'cp1252')
                     )->list[Clip]:
     "Clips from a caption CSV: one per file name, with all its captions."
     csv_path, audio_dir, report = Path(csv_path), Path(audio_dir), report if report is not None else LoadReport()
     check_on_error(on_error)
-    header, rows = read_csv_rows(csv_path, report)
+    header, rows = read_csv_rows(csv_path, report, encoding)
     if id_column not in header: raise ValueError(f"{csv_path}: missing column {id_column!r}; found {header}")
     columns = caption_columns(header, csv_path, n_captions)
     clips, kept_before = {}, report.kept
@@ -141,7 +174,8 @@ def read_caption_csv(csv_path:str|Path,          # CSV with file_name and captio
             if not text: handle_bad(on_error, report, 'empty caption', f"{where}: {name!r} has an empty {col}"); continue
             captions.append(normalize_caption(text) if normalize else text)
         if name in clips: clips[name].captions.extend(captions); continue
-        path = audio_dir/name
+        if (path := join_inside(audio_dir, name)) is None:
+            handle_bad(on_error, report, 'file name outside the audio folder', f"{where}: file name {name!r} is outside {audio_dir}"); continue
         if check_files and not path.is_file():
             handle_bad(on_error, report, 'missing audio', f"{where}: audio file not found: {path}", FileNotFoundError); continue
         clips[name] = Clip(name, captions, split, path=path, meta=dict(meta or {}, source_line=line))
@@ -161,21 +195,26 @@ def read_clotho(root:str|Path,                  # folder with the caption CSVs (
                 check_files:bool=True,          # a missing audio file is bad input
                 on_error:str='raise',           # 'raise' or 'skip'
                 report:LoadReport|None=None,    # filled with counts
+                encoding:str|None=None,         # the caption CSV's encoding (None: UTF-8, BOM allowed)
+                metadata_encoding:str|None='latin-1', # the metadata CSV's (Clotho publishes it in ISO-8859-1)
                )->list[Clip]:
     "Clotho v2.1 clips of one split, 5 captions each; `meta['freesound_id']` from the metadata CSV when present."
     if split not in CLOTHO_SPLITS: raise ValueError(f"Clotho split must be one of {list(CLOTHO_SPLITS)}, got {split!r}")
     root, report = Path(root), report if report is not None else LoadReport()
     clips = read_caption_csv(root/f'clotho_captions_{split}.csv', audio_dir or root/split, CLOTHO_SPLITS[split],
                              n_captions=5, normalize=normalize, check_files=check_files, on_error=on_error,
-                             report=report, meta=dict(corpus='clotho'))
+                             report=report, meta=dict(corpus='clotho'), encoding=encoding)
     metadata = root/f'clotho_metadata_{split}.csv'
     if metadata.exists():
-        header, rows = read_csv_rows(metadata, report)
+        header, rows = read_csv_rows(metadata, report, metadata_encoding)
         if 'sound_id' not in header or 'file_name' not in header:
             raise ValueError(f"{metadata}: missing column 'file_name' or 'sound_id'; found {header}")
         ids = {row['file_name']: (row['sound_id'] or '').strip() for _, row in rows}
         for c in clips:
             if ids.get(c.clip_id): c.meta['freesound_id'] = ids[c.clip_id]
+        if missing := [c.clip_id for c in clips if not ids.get(c.clip_id)]:
+            report.notes.append(f"{len(missing)} clip(s) have no sound_id in {metadata.name} (e.g. {missing[0]!r})")
+            _log.warning("%s: %d clip(s) have no sound_id there (e.g. %r), so no meta['freesound_id']", metadata, len(missing), missing[0])
     return clips
 
 # %% ../nbs/02b_corpora.ipynb #ee2f1d95
@@ -184,12 +223,14 @@ def read_audiocaps(root:str|Path,               # folder with train.csv, val.csv
                    audio_dir:str|Path|None=None,# the split's audio (default: root/<split>)
                    normalize:bool=False, check_files:bool=True, on_error:str='raise',
                    report:LoadReport|None=None,
+                   encoding:str|None=None,      # the CSV's encoding (None: UTF-8, BOM allowed)
                   )->list[Clip]:
     "AudioCaps clips of one split (1 caption each in train, 5 in val/test)."
     if split not in ('train', 'val', 'test'): raise ValueError(f"AudioCaps split must be train, val or test, got {split!r}")
     report = report if report is not None else LoadReport()
     clips = read_caption_csv(Path(root)/f'{split}.csv', audio_dir or Path(root)/split, split, normalize=normalize,
-                             check_files=check_files, on_error=on_error, report=report, meta=dict(corpus='audiocaps'))
+                             check_files=check_files, on_error=on_error, report=report, meta=dict(corpus='audiocaps'),
+                             encoding=encoding)
     return clips
 
 # %% ../nbs/02b_corpora.ipynb #50c98d02
@@ -234,7 +275,8 @@ def read_wavcaps(json_path:str|Path,         # one of WavCaps' json files
                 handle_bad(on_error, report, 'empty caption', f"{where}: id {item_id!r} has an empty caption"); continue
             captions.append(normalize_caption(text) if normalize else text.strip())
         if not captions: handle_bad(on_error, report, 'no captions', f"{where}: id {item_id!r} has no usable caption"); continue
-        path = audio_dir/f'{stem}{audio_ext}'
+        if (path := join_inside(audio_dir, f'{stem}{audio_ext}')) is None:
+            handle_bad(on_error, report, 'file name outside the audio folder', f"{where}: file name {stem + audio_ext!r} is outside {audio_dir}"); continue
         if check_files and not path.is_file():
             handle_bad(on_error, report, 'missing audio', f"{where}: audio file not found: {path}", FileNotFoundError); continue
         meta = dict(corpus='wavcaps', source=source, duration=item.get('duration'))
@@ -251,12 +293,13 @@ def read_esc50(root:str|Path,                  # folder with audio/ and metadata
                folds:tuple|None=None,          # keep these folds (None: all)
                split:str='test',
                check_files:bool=True, on_error:str='raise', report:LoadReport|None=None,
+               encoding:str|None=None,         # the metadata CSV's encoding (None: UTF-8, BOM allowed)
               )->list[Clip]:
     "ESC-50 clips with one template caption each; `meta` has fold, target and category."
     root, report = Path(root), report if report is not None else LoadReport()
     check_on_error(on_error)
     metadata = next((p for p in (root/'metadata.csv', root/'meta'/'esc50.csv') if p.exists()), root/'metadata.csv')
-    header, rows = read_csv_rows(metadata, report)
+    header, rows = read_csv_rows(metadata, report, encoding)
     missing = [c for c in ('filename', 'fold', 'target', 'category') if c not in header]
     if missing: raise ValueError(f"{metadata}: missing column(s) {missing}; found {header}")
     clips = []
@@ -264,12 +307,16 @@ def read_esc50(root:str|Path,                  # folder with audio/ and metadata
         where = f"{metadata.name} line {line}"
         name, category = row['filename'] or '', (row['category'] or '').strip()
         if not name.strip() or not category: handle_bad(on_error, report, 'empty field', f"{where}: empty filename or category"); continue
-        if folds is not None and int(row['fold']) not in folds: continue
-        path = root/'audio'/name
+        try: fold, target = int(row['fold']), int(row['target'])
+        except (TypeError, ValueError):
+            handle_bad(on_error, report, 'bad fold or target', f"{where}: fold {row['fold']!r} or target {row['target']!r} is not a whole number"); continue
+        if folds is not None and fold not in folds: continue
+        if (path := join_inside(root/'audio', name)) is None:
+            handle_bad(on_error, report, 'file name outside the audio folder', f"{where}: file name {name!r} is outside {root/'audio'}"); continue
         if check_files and not path.is_file():
             handle_bad(on_error, report, 'missing audio', f"{where}: audio file not found: {path}", FileNotFoundError); continue
         clips.append(Clip(name, [template.format(category.replace('_', ' '))], split, path=path,
-                          meta=dict(corpus='esc50', fold=int(row['fold']), target=int(row['target']), category=category)))
+                          meta=dict(corpus='esc50', fold=fold, target=target, category=category)))
     report.kept += len(clips)
     report.log("ESC-50")
     return clips
@@ -282,6 +329,7 @@ def read_folder(folder:str|Path,           # folder of audio files
                 captions:str='txt',        # 'txt': <stem>.txt sidecar, one caption per line; 'name': from the file name
                 recursive:bool=False,      # include subfolders (clip ids are then relative paths)
                 normalize:bool=False, on_error:str='raise', report:LoadReport|None=None,
+                encoding:str|None=None,    # the sidecars' encoding (None: UTF-8, BOM allowed)
                )->list[Clip]:
     "Clips for the audio files of a folder, captioned from sidecar text files or file names."
     folder, report = Path(folder), report if report is not None else LoadReport()
@@ -296,7 +344,8 @@ def read_folder(folder:str|Path,           # folder of audio files
             sidecar = path.with_suffix('.txt')
             if not sidecar.exists():
                 handle_bad(on_error, report, 'missing caption file', f"no caption file {sidecar} for {path}", FileNotFoundError); continue
-            texts = [t.strip() for t in sidecar.read_text(encoding='utf-8').splitlines() if t.strip()]
+            try: texts = [t.strip() for t in decode_text(sidecar.read_bytes(), sidecar, encoding).splitlines() if t.strip()]
+            except (OSError, ValueError) as e: handle_bad(on_error, report, 'unreadable caption file', str(e)); continue
             if not texts: handle_bad(on_error, report, 'no captions', f"caption file {sidecar} is empty"); continue
         clips.append(Clip(path.relative_to(folder).as_posix(), [normalize_caption(t) if normalize else t for t in texts],
                           split, path=path, meta=dict(corpus=folder.name)))
@@ -313,13 +362,16 @@ def prepare_audio(clips:list[Clip],             # clips from any reader
                   progress:bool=True,           # tqdm bar
                  )->list[Clip]:
     "The clips whose audio decodes, after decoding each file once (into `cache` when given)."
-    report, kept = report if report is not None else LoadReport(), []
+    report, kept, checked = report if report is not None else LoadReport(), [], {}  # checked: path -> its error or None
     check_on_error(on_error)
     for clip in tqdm(clips, desc='checking audio', disable=not progress):
         if clip.path is None: kept.append(clip); continue
-        try: load_audio(clip.path, sample_rate, cache)
-        except (FileNotFoundError, AudioFileError) as e:
-            if on_error == 'raise': raise
+        if clip.path not in checked:
+            try: load_audio(clip.path, sample_rate, cache); checked[clip.path] = None
+            except (FileNotFoundError, AudioFileError) as e:
+                if on_error == 'raise': raise
+                checked[clip.path] = e
+        if (e := checked[clip.path]) is not None:
             reason = 'missing audio' if isinstance(e, FileNotFoundError) else f'{e.reason} audio'
             handle_bad(on_error, report, reason, f"clip {clip.clip_id!r}: {e}"); continue
         kept.append(clip)

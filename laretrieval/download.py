@@ -6,13 +6,14 @@ Docs: https://laretrieval.github.io/laretrieval/download.html.md"""
 
 # %% ../nbs/02d_download.ipynb #2f0cf9ee
 from __future__ import annotations
-import hashlib, logging, os, shutil, subprocess, urllib.error, urllib.request
+import hashlib, logging, lzma, os, re, shutil, subprocess, tarfile, urllib.error, urllib.request, zipfile, zlib
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['ZENODO_CLOTHO', 'CLOTHO_V21_MD5', 'ARCHIVE_SUFFIXES', 'md5sum', 'download_file', 'extract_archive', 'download_clotho']
+__all__ = ['TAR_SUFFIXES', 'ZENODO_CLOTHO', 'CLOTHO_V21_MD5', 'ARCHIVE_SUFFIXES', 'md5sum', 'download_file', 'check_member',
+           'extract_7z', 'extract_archive', 'download_clotho']
 
 # %% ../nbs/02d_download.ipynb #e5bd5d7c
 _log = logging.getLogger('laretrieval')
@@ -51,23 +52,74 @@ def download_file(url:str,              # http(s):// or file:// URL
     os.replace(part, dest)
     return dest
 
-# %% ../nbs/02d_download.ipynb #1d4a1bf3
-def extract_archive(archive:str|Path, # .zip, .tar(.gz|.bz2|.xz) or .7z
-                    dest:str|Path,    # folder to unpack into
-                   )->Path:
-    "Unpack `archive` into `dest`."
-    archive, dest = Path(archive), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    if archive.suffix.lower() != '.7z':
-        shutil.unpack_archive(str(archive), str(dest)); return dest
+# %% ../nbs/02d_download.ipynb #a680a9cb
+def check_member(archive:Path,        # the archive, named in the error
+                 dest:Path,           # the folder it is unpacked into
+                 name:str,            # the member's name in the archive
+                 link:str|None=None,  # where a link member points (None: not a link)
+                 hardlink:bool=False, # `link` is a hard link: relative to the archive's top, not to the member's folder
+                ):
+    "An error naming the archive and member when the member, or what it links to, would be outside `dest`."
+    root = os.path.realpath(dest)
+    def outside(rel): return os.path.isabs(rel) or os.path.commonpath([root, os.path.realpath(os.path.join(root, rel))]) != root
+    if outside(name): raise ValueError(f"{archive}: member {name!r} would be written outside {dest} (an absolute path or "
+                                       f"'..'); nothing was unpacked")
+    if link is not None and outside(link if hardlink else os.path.join(os.path.dirname(name), link)):
+        raise ValueError(f"{archive}: member {name!r} links to {link!r}, outside {dest}; nothing was unpacked")
+
+# %% ../nbs/02d_download.ipynb #f146ed60
+def extract_7z(archive:Path, # a .7z file
+               dest:Path,    # the folder to unpack into
+              ):
+    "Unpack a 7-Zip archive with py7zr, else the 7z program, after `check_member` on every member."
     try: import py7zr
     except ImportError: py7zr = None
     if py7zr is not None:
-        with py7zr.SevenZipFile(archive) as z: z.extractall(dest)
+        try:
+            with py7zr.SevenZipFile(archive) as z:
+                for name in z.getnames(): check_member(archive, dest, name)
+                z.extractall(dest)  # py7zr itself refuses links that point outside dest
+        except py7zr.exceptions.ArchiveError as e: raise ValueError(f"cannot unpack {archive}: {e}") from e
     elif shutil.which('7z'):
-        done = subprocess.run(['7z', 'x', '-y', f'-o{dest}', str(archive)], capture_output=True, text=True)
-        if done.returncode: raise RuntimeError(f"7z could not unpack {archive}: {done.stderr.strip()[-500:]}")
+        def run(*args):
+            done = subprocess.run(['7z', *args], capture_output=True, text=True)
+            if done.returncode: raise RuntimeError(f"7z could not {'list' if args[0] == 'l' else 'unpack'} {archive}: {done.stderr.strip()[-500:]}")
+            return done.stdout
+        listing = run('l', '-slt', str(archive)).partition('\n----------\n')[2]  # the members, after the archive's own block
+        for block in listing.split('\n\n'):
+            fields = dict(line.split(' = ', 1) for line in block.splitlines() if ' = ' in line)
+            if 'Path' not in fields: continue
+            check_member(archive, dest, fields['Path'])
+            if fields.get('Symbolic Link') or re.search(r'\bl[rwx-]{9}\b', fields.get('Attributes', '')):
+                raise ValueError(f"{archive}: member {fields['Path']!r} is a link, which the 7z program cannot check before "
+                                 f"unpacking; nothing was unpacked (py7zr checks links: pip install py7zr)")
+        run('x', '-y', f'-o{dest}', str(archive))
     else: raise RuntimeError(f"unpacking {archive.name} needs py7zr (pip install py7zr) or the 7z program (apt-get install p7zip-full)")
+
+# %% ../nbs/02d_download.ipynb #1d4a1bf3
+TAR_SUFFIXES = ('.tar', '.tar.gz', '.tgz', '.tar.bz2', '.tbz2', '.tar.xz', '.txz')
+
+def extract_archive(archive:str|Path, # .zip, .tar(.gz|.bz2|.xz) or .7z
+                    dest:str|Path,    # folder to unpack into
+                   )->Path:
+    "Unpack `archive` into `dest` when no member would land outside it; a damaged archive is an error naming it."
+    archive, dest, name = Path(archive), Path(dest), Path(archive).name.lower()
+    if not name.endswith(('.zip', '.7z', *TAR_SUFFIXES)):
+        raise ValueError(f"cannot unpack {archive}: not a .zip, .7z or {'/'.join(TAR_SUFFIXES)} file")
+    if not archive.is_file(): raise FileNotFoundError(f"archive not found: {archive}")
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        if name.endswith('.7z'): extract_7z(archive, dest)
+        elif name.endswith('.zip'):
+            with zipfile.ZipFile(archive) as z:
+                for info in z.infolist(): check_member(archive, dest, info.filename)
+                z.extractall(dest)
+        else:
+            with tarfile.open(archive) as t:
+                for m in t.getmembers(): check_member(archive, dest, m.name, m.linkname if m.issym() or m.islnk() else None, m.islnk())
+                t.extractall(dest, **({'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}))
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as e:
+        raise ValueError(f"cannot unpack {archive}: {e}") from e
     return dest
 
 # %% ../nbs/02d_download.ipynb #2f4ca7c1

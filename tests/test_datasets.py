@@ -310,12 +310,13 @@ def test_esc50_metadata_missing_a_column_names_the_file(tmp_path):
         read_esc50(tmp_path)
 
 
-def test_latin1_csv_is_read_with_a_note(tmp_path):
+def test_latin1_csv_is_an_error_unless_its_encoding_is_given(tmp_path):
     stand_in_audio(tmp_path, ['a.wav'])
     (tmp_path / 'c.csv').write_bytes('file_name,caption\na.wav,caf\xe9 noise\n'.encode('latin-1'))
-    report = LoadReport()
-    clips = read_caption_csv(tmp_path / 'c.csv', tmp_path, 'train', report=report)
-    assert clips[0].captions == ['caf\xe9 noise'] and 'c.csv is not UTF-8' in report.notes[0]
+    with pytest.raises(ValueError, match=r'c.csv is not valid UTF-8: line 2, byte offset 27 .*re-save it as UTF-8'):
+        read_caption_csv(tmp_path / 'c.csv', tmp_path, 'train')
+    clips = read_caption_csv(tmp_path / 'c.csv', tmp_path, 'train', encoding='latin-1')
+    assert clips[0].captions == ['caf\xe9 noise']
 
 
 def test_caption_per_row_csv_collects_each_clips_captions(tmp_path):
