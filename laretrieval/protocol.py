@@ -32,12 +32,13 @@ def read_id_list(path:str|Path # a CSV (ids in the first column; a non-numeric f
     if bad: raise ValueError(f"{path}: Freesound ids are numbers; found {bad[:3]}")
     return ids
 
-def clotho_freesound_ids(metadata_csvs:list # clotho_metadata_<split>.csv files (e.g. validation and evaluation)
+def clotho_freesound_ids(metadata_csvs:list,      # clotho_metadata_<split>.csv files (e.g. validation and evaluation)
+                         encoding:str='latin-1',  # Clotho publishes its metadata files in ISO-8859-1
                         )->set[str]:
     "The Freesound `sound_id`s of the clips in Clotho metadata files."
     ids, report = set(), LoadReport()
     for path in metadata_csvs:
-        header, rows = read_csv_rows(Path(path), report)
+        header, rows = read_csv_rows(Path(path), report, encoding=encoding)
         if 'sound_id' not in header: raise ValueError(f"{path}: missing column 'sound_id'; found {header}")
         ids |= {(row['sound_id'] or '').strip() for _, row in rows} - {''}
     return ids

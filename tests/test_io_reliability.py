@@ -308,3 +308,11 @@ def test_esc50_fold_that_is_not_a_number_names_the_line(tmp_path):
     report = LoadReport()
     assert [c.clip_id for c in read_esc50(tmp_path, on_error='skip', report=report)] == ['a.wav']
     assert report.skipped == Counter({'bad fold or target': 1})
+
+
+def test_clotho_freesound_ids_read_the_latin1_metadata_as_published(tmp_path):
+    "Clotho's metadata files are ISO-8859-1 (a keyword like 'café' is one byte 0xE9): the leakage exclusion must read them."
+    from laretrieval.protocol import clotho_freesound_ids
+    path = tmp_path / 'clotho_metadata_evaluation.csv'
+    path.write_bytes('file_name,keywords,sound_id\na.wav,café;rain,1234\nb.wav,wind,99\n'.encode('latin-1'))
+    assert clotho_freesound_ids([path]) == {'1234', '99'}
