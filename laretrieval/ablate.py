@@ -6,7 +6,7 @@ Docs: https://laretrieval.github.io/laretrieval/ablate.html.md"""
 
 # %% ../nbs/13_ablate.ipynb #28e45d8e
 from __future__ import annotations
-import hashlib, itertools, json, re, time, traceback
+import contextlib, fcntl, hashlib, itertools, json, os, re, socket, sys, time, traceback, typing
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +16,8 @@ from .config import ExperimentConfig, atomic_write
 from .experiment import DEFAULT_NOTEBOOK, run_experiment, load_metrics, metric_names
 
 # %% auto #0
-__all__ = ['expand_grid', 'arm_of', 'run_id_of', 'flatten_metrics', 'run_grid', 'summarize_arms', 'format_arms', 'plot_arms',
+__all__ = ['expand_grid', 'arm_of', 'run_id_of', 'flatten_metrics', 'try_lock', 'locked', 'claim_point', 'read_result',
+           'point_row', 'write_results', 'run_point', 'run_grid', 'summarize_arms', 'format_arms', 'plot_arms',
            'validation_curves', 'plot_validation_curves', 'per_query_by_arm', 'compare_arms']
 
 # %% ../nbs/13_ablate.ipynb #ee734278
@@ -49,40 +50,122 @@ def flatten_metrics(metrics:dict)->dict:
     row.update(best_epoch=metrics.get('best_epoch'), chance_t2a_mAP10=row.get('chance_t2a_mAP@10'))  # the old name
     return row
 
+# %% ../nbs/13_ablate.ipynb #3e3cb63c
+def try_lock(path:str|Path, # the lock file (created if missing)
+            )->typing.IO|None:
+    "An open file holding an exclusive `flock` on `path`, or None if another holder has it; closing it (or dying) releases it."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, 'a+')
+    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError: f.close(); return None
+    return f
+
+@contextlib.contextmanager
+def locked(path:str|Path): # the lock file (created if missing)
+    "Hold an exclusive `flock` on `path` for the block, waiting while another holder has it."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'a+') as f:
+        fcntl.flock(f, fcntl.LOCK_EX); yield
+
+def claim_point(batch_dir:Path, # the batch: holds locks/
+                run_id:str,     # the point to claim
+               )->typing.IO|None:
+    "The point's lock, taken under the batch lock and labelled with this process; None if another process holds it."
+    with locked(batch_dir / 'locks' / 'batch.lock'): f = try_lock(batch_dir / 'locks' / f'{run_id}.lock')
+    if f is not None: f.truncate(0); f.write(f'pid {os.getpid()} on {socket.gethostname()}\n'); f.flush()
+    return f
+
+# %% ../nbs/13_ablate.ipynb #3335caef
+def read_result(run_dir:Path)->tuple[dict|None, str|None]:
+    "(flat metrics, None) for a finished run; (None, why) for a metrics.json that cannot be read; (None, None) without one."
+    if not (run_dir / 'metrics.json').exists(): return None, None
+    try: return flatten_metrics(load_metrics(run_dir)), None
+    except ValueError as e: return None, str(e)
+    except (KeyError, TypeError, AttributeError) as e: return None, f"{run_dir / 'metrics.json'}: no test results in it ({type(e).__name__}: {e})"
+
+def _read_json(path:Path)->dict:
+    "A small bookkeeping file (failure.json, timing.json) as a dict; {} if it is missing or unreadable."
+    try: data = json.loads(path.read_text())
+    except (OSError, ValueError): return {}
+    return data if isinstance(data, dict) else {}
+
+def point_row(params:dict, run_id:str, arm:str, # the grid point
+              batch_dir:Path,                   # the batch (the caller holds its batch lock)
+              executed:set,                     # run ids this call ran
+             )->dict:
+    "The point's results row, from its run folder: done, running elsewhere, failed or unfinished."
+    run_dir = batch_dir / 'runs' / run_id
+    row = {**params, 'run_id': run_id, 'arm': arm, 'seed': params.get('seed', ExperimentConfig.seed)}
+    metrics, problem = read_result(run_dir)
+    failure = _read_json(run_dir / 'failure.json')
+    if metrics is not None: row.update(status='done', executed=run_id in executed, **metrics)
+    elif (lock := try_lock(batch_dir / 'locks' / f'{run_id}.lock')) is None: row.update(status='running elsewhere', executed=False)
+    else:
+        lock.close()
+        if failure or problem:
+            row.update(status='failed', executed=run_id in executed, error=failure.get('error', problem),
+                       failed_cell=failure.get('failed_cell'))
+        else: row.update(status='unfinished', executed=False)
+    row['seconds'] = (failure if row['status'] == 'failed' else _read_json(run_dir / 'timing.json')).get('seconds')
+    return row
+
+def write_results(points:list[tuple], # (params, run_id, arm) of every grid point
+                  batch_dir:Path,     # the batch
+                  executed:set=frozenset(), # run ids this call ran
+                 )->pd.DataFrame:
+    "Rebuild results.csv from every point's run folder under the batch lock, atomically; return the table."
+    with locked(batch_dir / 'locks' / 'batch.lock'):
+        table = pd.DataFrame([point_row(*point, batch_dir, executed) for point in points])
+        with atomic_write(batch_dir / 'results.csv') as f: table.to_csv(f, index=False)
+    return table
+
 # %% ../nbs/13_ablate.ipynb #7f3c19d0
+def run_point(params:dict, run_id:str, # the grid point
+              batch_dir:Path,          # the batch: runs/<run_id>/ is its folder
+              notebook:str|Path=DEFAULT_NOTEBOOK,
+             )->float|None:
+    "Run one point unless another process holds it or it finished; the seconds it took (None: not run here)."
+    run_dir = batch_dir / 'runs' / run_id
+    lock = claim_point(batch_dir, run_id)
+    if lock is None:
+        holder = (batch_dir / 'locks' / f'{run_id}.lock').read_text().strip()
+        tqdm.write(f'{run_id}: running elsewhere ({holder or "another process"}); skipped', file=sys.stderr); return None
+    with lock:
+        metrics, problem = read_result(run_dir)  # read under the claim: another process may have finished it meanwhile
+        if metrics is not None: return None
+        if problem: tqdm.write(f'{problem}\n-> running {run_id} again', file=sys.stderr)
+        start = time.perf_counter()
+        try:
+            run_experiment(params, run_id=run_id, runs_dir=batch_dir / 'runs', notebook=notebook, progress=False)
+            seconds = time.perf_counter() - start
+            with atomic_write(run_dir / 'timing.json') as f: f.write(json.dumps(dict(seconds=seconds)))
+        except Exception as e:
+            seconds = time.perf_counter() - start
+            failure = dict(error=f'{type(e).__name__}: {getattr(e, "evalue", e)}', failed_cell=getattr(e, 'exec_count', None),
+                           seconds=seconds, traceback=traceback.format_exc())
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_write(run_dir / 'failure.json') as f: f.write(json.dumps(failure, indent=2))
+        return seconds
+
 def run_grid(grid:dict,                      # see expand_grid
-             batch_dir:str|Path,             # holds runs/ and results.csv
+             batch_dir:str|Path,             # holds runs/, locks/ and results.csv
              notebook:str|Path=DEFAULT_NOTEBOOK,
              progress:bool=True)->pd.DataFrame:
-    "Run every grid point not finished yet; return the tidy results table (one row per run)."
-    batch_dir = Path(batch_dir); runs_dir = batch_dir / 'runs'
-    params_list = expand_grid(grid)
+    "Run every grid point not finished and not running elsewhere; return the results table (a row per grid point)."
+    batch_dir = Path(batch_dir)
     varied = [k for k, v in grid.items() if isinstance(v, list)]
-    (batch_dir).mkdir(parents=True, exist_ok=True)
-    (batch_dir / 'grid.json').write_text(json.dumps(grid, indent=2))
-    rows, executed = [], 0
-    bar = tqdm(params_list, desc='runs', disable=not progress)
-    for params in bar:
-        run_id = run_id_of(params, varied)
-        row = {**params, 'run_id': run_id, 'arm': arm_of(params, varied), 'seed': params.get('seed', ExperimentConfig.seed)}
-        run_dir = runs_dir / run_id
-        if (run_dir / 'metrics.json').exists(): row.update(status='done', executed=False, **flatten_metrics(load_metrics(run_dir)))
-        else:
-            executed += 1; start = time.perf_counter()
-            try:
-                run_experiment(params, run_id=run_id, runs_dir=runs_dir, notebook=notebook, progress=False)
-                row.update(status='done', executed=True, **flatten_metrics(load_metrics(run_dir)))
-            except Exception as e:
-                row.update(status='failed', executed=True, error=f'{type(e).__name__}: {getattr(e, "evalue", e)}',
-                           failed_cell=getattr(e, 'exec_count', None))
-                run_dir.mkdir(parents=True, exist_ok=True)
-                (run_dir / 'failure.json').write_text(json.dumps(dict(error=row['error'], failed_cell=row['failed_cell'],
-                                                                      traceback=traceback.format_exc()), indent=2))
-            row['seconds'] = time.perf_counter() - start
-        rows.append(row)
-        with atomic_write(batch_dir / 'results.csv') as f: pd.DataFrame(rows).to_csv(f, index=False)
-        bar.set_postfix(executed=executed, failed=sum(r['status'] == 'failed' for r in rows))
-    return pd.DataFrame(rows)
+    points = [(params, run_id_of(params, varied), arm_of(params, varied)) for params in expand_grid(grid)]
+    batch_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(batch_dir / 'grid.json') as f: f.write(json.dumps(grid, indent=2))
+    executed = set()
+    write_results(points, batch_dir, executed)
+    bar = tqdm(points, desc='runs', disable=not progress)
+    for params, run_id, _ in bar:
+        if run_point(params, run_id, batch_dir, notebook) is None: continue
+        executed.add(run_id)
+        table = write_results(points, batch_dir, executed)
+        bar.set_postfix(executed=len(executed), failed=int(((table['status'] == 'failed') & table['executed']).sum()))
+    return write_results(points, batch_dir, executed)
 
 # %% ../nbs/13_ablate.ipynb #13b09279
 def _require_columns(columns, names, where:str):
@@ -104,6 +187,9 @@ def summarize_arms(results:pd.DataFrame,      # run_grid's table: one row per ru
         table[f'{m} mean'], table[f'{m} std'] = done[m].mean(), done[m].std()
         table[f'{m} n'] = done[m].count().reindex(table.index, fill_value=0)
     table['runs'] = counts.get('done', 0); table['failed'] = counts.get('failed', 0)
+    table['pending'] = counts.drop(columns=['done', 'failed'], errors='ignore').sum(axis=1)  # running elsewhere, unfinished
+    failed = results[results['status'] == 'failed']
+    table['first error'] = failed.groupby('arm')['error'].first().reindex(table.index) if 'error' in failed else None
     return table.reset_index()
 
 # %% ../nbs/13_ablate.ipynb #6a2d9f31
@@ -112,6 +198,12 @@ def _mean_std(mean, std, n, runs)->str:
     if pd.isna(mean): return '—'
     text = f'{mean:.4f} ± {std:.4f}' if pd.notna(std) else f'{mean:.4f}'
     return text if n == runs else f'{text} ({int(n)} of {int(runs)} runs)'
+
+def _one_line(error, width:int=100)->str:
+    "An error message as one table cell: whitespace runs (newlines too) as one space, cut to `width` characters; '' for none."
+    if error is None or (isinstance(error, float) and pd.isna(error)): return ''
+    text = ' '.join(str(error).split())
+    return text if len(text) <= width else text[:width - 1] + '…'
 
 def format_arms(summary:pd.DataFrame,        # summarize_arms's table
                 metrics:list|None=None,      # None: every metric the summary holds
@@ -123,6 +215,9 @@ def format_arms(summary:pd.DataFrame,        # summarize_arms's table
         n = summary[f'{m} n'] if f'{m} n' in summary else summary['runs']  # a summary from before the count column
         out[m] = [_mean_std(*cell) for cell in zip(summary[f'{m} mean'], summary[f'{m} std'], n, summary['runs'])]
     out['runs'] = summary['runs']; out['failed'] = summary['failed']
+    if 'pending' in summary and summary['pending'].any(): out['pending'] = summary['pending']
+    if 'first error' in summary and summary['first error'].notna().any():
+        out['first error'] = [_one_line(e) for e in summary['first error']]
     return out
 
 # %% ../nbs/13_ablate.ipynb #02d6b33a

@@ -1,6 +1,6 @@
 """`laretrieval experiment --set key=value ...` runs one experiment notebook and prints its results table;
 `laretrieval ablate grid.yaml --batch-dir DIR` runs a grid and prints mean ± std per arm;
-`laretrieval train --params stage.yaml --output-dir DIR [--resume]` trains as a script (Fabric: one or several processes);
+`laretrieval train --params stage.yaml --output-dir DIR [--resume | --overwrite]` trains as a script (Fabric: one or several processes);
 `laretrieval predict RUN --audio-dir DIR --queries CSV --output sub.csv [-k 16] [--relevance FILE]` writes the DCASE ranking file.
 
 Docs: https://laretrieval.github.io/laretrieval/cli.html.md"""
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import yaml
 
-from .experiment import run_experiment, load_metrics, metrics_table
+from .experiment import run_experiment, load_metrics, metrics_table, check_run_id
 from .ablate import run_grid, summarize_arms, format_arms
 from .config import ExperimentConfig
 
 # %% auto #0
-__all__ = ['parse_overrides', 'main']
+__all__ = ['parse_overrides', 'read_params_file', 'main']
 
 # %% ../nbs/16_cli.ipynb #2f709e42
 def parse_overrides(pairs:list[str])->dict:
@@ -28,11 +28,28 @@ def parse_overrides(pairs:list[str])->dict:
     for pair in pairs:
         if '=' not in pair: raise ValueError(f"--set expects key=value, got {pair!r}")
         key, value = pair.split('=', 1)
-        parsed = yaml.safe_load(value) if value.strip() else ''
+        try: parsed = yaml.safe_load(value) if value.strip() else ''
+        except yaml.YAMLError as e: raise ValueError(f"--set {pair} is not valid YAML: {getattr(e, 'problem', None) or e}") from None
         if isinstance(parsed, str) and re.fullmatch(r'[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+', parsed.strip()):
             parsed = float(parsed)  # YAML 1.1 reads 3e-5 (no dot) as a string; researchers mean the number
         out[key.strip()] = parsed
     return out
+
+# %% ../nbs/16_cli.ipynb #af01a2a7
+def read_params_file(path:Path, # a --params or grid YAML file
+                    )->dict:
+    "The mapping a YAML parameters file holds ({} if empty); invalid YAML or another kind of content is a ValueError naming the file."
+    try: data = yaml.safe_load(Path(path).read_text())
+    except UnicodeDecodeError as e: raise ValueError(f"{path} is not a text file (byte {e.start} is not UTF-8)") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, 'problem_mark', None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ''
+        what = ', '.join(str(x) for x in (getattr(e, 'context', None), getattr(e, 'problem', None)) if x) or type(e).__name__
+        raise ValueError(f"{path} is not valid YAML{where}: {what}") from None
+    if data is None: return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of 'field: value' lines; it holds a {type(data).__name__}: {str(data)[:60]!r}")
+    return data
 
 # %% ../nbs/16_cli.ipynb #952a7d34
 def main(argv:list[str]|None=None):
@@ -49,7 +66,9 @@ def main(argv:list[str]|None=None):
     trn.add_argument('--params', type=Path, action='append', default=[], help='YAML file of ExperimentConfig fields; repeatable, later files win (e.g. data/configs/clotho_passt_roberta.yaml then data/configs/stage2.yaml)')
     trn.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE', help='an ExperimentConfig field')
     trn.add_argument('--output-dir', type=Path, required=True, help='the run folder (checkpoints, log.jsonl, metrics.json)')
-    trn.add_argument('--resume', action='store_true', help='continue from OUTPUT_DIR/last.ckpt')
+    again = trn.add_mutually_exclusive_group()
+    again.add_argument('--resume', action='store_true', help='continue from OUTPUT_DIR/last.ckpt')
+    again.add_argument('--overwrite', action='store_true', help='start over in an OUTPUT_DIR that holds a run (its files are deleted)')
     trn.add_argument('--quiet', action='store_true', help='no progress bars or per-epoch lines')
     ens = sub.add_parser('ensemble', help='evaluate an ensemble of finished runs (weights chosen on validation); export it as a teacher')
     ens.add_argument('runs', type=Path, nargs='+', help='run folders (config.json + checkpoint.pt)')
@@ -60,6 +79,11 @@ def main(argv:list[str]|None=None):
     ens.add_argument('--device', default='auto')
     show = sub.add_parser('show', help="print a finished run's metrics table")
     show.add_argument('run_dir', type=Path)
+    exo = sub.add_parser('export', help='a finished run as a portable model folder (config.json, model.safetensors, tokenizer); no pickle')
+    exo.add_argument('run_dir', type=Path, help='a finished run folder (checkpoint.pt)')
+    exo.add_argument('output_dir', type=Path, help='the model folder to write')
+    exo.add_argument('--overwrite', action='store_true', help='replace an existing model folder')
+    exo.add_argument('--push', metavar='REPO_ID', help='also upload it to the Hugging Face Hub (needs a token: huggingface-cli login)')
     pre = sub.add_parser('predict', help='rank every audio file of a folder for every query with a trained run: the DCASE ranking file')
     pre.add_argument('run_dir', type=Path, help='a finished run folder (checkpoint.pt)')
     pre.add_argument('--audio-dir', type=Path, required=True, help='every audio file of this folder is ranked')
@@ -80,23 +104,32 @@ def main(argv:list[str]|None=None):
     args = parser.parse_args(argv)
     try:
         if args.command == 'ablate':
-            results = run_grid(yaml.safe_load(args.grid.read_text()) or {}, args.batch_dir)
+            results = run_grid(read_params_file(args.grid), args.batch_dir)
             print(format_arms(summarize_arms(results)).to_string(index=False))
             print(f"\nresults: {args.batch_dir / 'results.csv'}")
-            return 1 if (results['status'] == 'failed').any() else 0
+            open_runs = results['status'].isin(['running elsewhere', 'unfinished'])
+            if open_runs.any(): print(f"{open_runs.sum()} of {len(results)} runs not finished (running elsewhere or unfinished): "
+                                      "their rows fill in when they finish; rerun to run what is left")
+            return 0 if (results['status'] == 'done').all() else 1
         if args.command in ('train', 'clusters'):
             params = {}
-            for path in args.params: params.update(yaml.safe_load(path.read_text()) or {})
+            for path in args.params: params.update(read_params_file(path))
             params.update(parse_overrides(args.overrides))
         if args.command == 'train':
             from laretrieval.pipeline import run_training  # loads torch and transformers only for this command
             metrics = run_training(ExperimentConfig.from_dict({**params, 'output_dir': str(args.output_dir)}), args.output_dir,
-                                   resume=args.resume, progress=not args.quiet)
+                                   resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
             if metrics is not None: print(metrics_table(metrics))
             return 0
         if args.command == 'clusters':
             from laretrieval.pipeline import cluster_training_captions
             print(f"wrote {cluster_training_captions(ExperimentConfig.from_dict(params), args.n_clusters, args.output, args.seed)}")
+            return 0
+        if args.command == 'export':
+            from laretrieval.hub import export_run, push_to_hub
+            folder = export_run(args.run_dir, args.output_dir, overwrite=args.overwrite)
+            print(f"wrote {folder} (load it with DualEncoder.from_pretrained)")
+            if args.push: print(push_to_hub(folder, args.push))
             return 0
         if args.command == 'predict':
             from laretrieval.predict import predict_run
@@ -112,7 +145,8 @@ def main(argv:list[str]|None=None):
             print(ensemble_table(result)); print(f"\nresults: {args.output_dir / 'ensemble.json'}")
             return 0
         if args.command == 'experiment':
-            params = yaml.safe_load(args.params.read_text()) or {} if args.params else {}
+            if args.run_id is not None: check_run_id(args.run_id, '--run-id')
+            params = read_params_file(args.params) if args.params else {}
             params.update(parse_overrides(args.overrides))
             if args.log_output:  # papermill logs the notebook's stdout at INFO level
                 logging.basicConfig(format='%(message)s'); logging.getLogger('papermill').setLevel(logging.INFO)

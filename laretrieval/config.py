@@ -6,7 +6,7 @@ Docs: https://laretrieval.github.io/laretrieval/config.html.md"""
 
 # %% ../nbs/00_config.ipynb #72b89e12
 from __future__ import annotations
-import configparser, contextlib, os, random, tempfile, typing
+import configparser, contextlib, math, os, random, tempfile, typing
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 
@@ -14,8 +14,10 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['SETTINGS_DEFAULTS', 'find_settings_file', 'Settings', 'load_settings', 'as_switch', 'ExperimentConfig', 'check_type',
-           'params_from_namespace', 'seed_everything', 'resolve_device', 'atomic_write']
+__all__ = ['SETTINGS_DEFAULTS', 'POSITIVE', 'NON_NEGATIVE', 'RATE', 'PROBABILITY', 'DROPOUT', 'SEED', 'FIELD_RANGES',
+           'FIELD_CHOICES', 'find_settings_file', 'Settings', 'load_settings', 'as_switch', 'Range', 'check_allowed',
+           'ExperimentConfig', 'check_type', 'params_from_namespace', 'seed_everything', 'resolve_device',
+           'atomic_write']
 
 # %% ../nbs/00_config.ipynb #fde8aebe
 SETTINGS_DEFAULTS = dict(data_root='~/data', runs_dir='runs', cache_dir='~/.cache/laretrieval', audio_cache='on', device='auto',
@@ -72,6 +74,59 @@ def as_switch(key:str, value:str, source=None)->bool:
     if v in ('on', 'true', 'yes', '1'): return True
     if v in ('off', 'false', 'no', '0'): return False
     raise ValueError(f"{key} must be on or off, got {value!r} ({source or 'environment'})")
+
+# %% ../nbs/00_config.ipynb #238cc913
+@dataclass(frozen=True)
+class Range:
+    "The allowed values of a numeric field: lo..hi, each end included unless marked open; NaN and ±inf never."
+    lo:float|None=None  # smallest allowed value (None: no lower bound)
+    hi:float|None=None  # largest allowed value (None: no upper bound)
+    lo_open:bool=False  # lo itself is not allowed (tau > 0)
+    hi_open:bool=False  # hi itself is not allowed (a dropout < 1)
+
+    def __contains__(self, value)->bool:
+        if isinstance(value, float) and not math.isfinite(value): return False
+        above = self.lo is None or value > self.lo or (value == self.lo and not self.lo_open)
+        below = self.hi is None or value < self.hi or (value == self.hi and not self.hi_open)
+        return above and below
+
+    def __str__(self)->str:
+        if self.lo is not None and self.hi is not None:
+            return f"in {'(' if self.lo_open else '['}{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
+        if self.lo is not None: return f"{'>' if self.lo_open else '>='} {self.lo}"
+        if self.hi is not None: return f"{'<' if self.hi_open else '<='} {self.hi}"
+        return ''
+
+# %% ../nbs/00_config.ipynb #68763733
+POSITIVE, NON_NEGATIVE = Range(1), Range(0)          # counts and sizes; counts where 0 means none / off / default
+RATE = Range(0, lo_open=True)                        # learning rates and the temperature: the schedule divides by them
+PROBABILITY, DROPOUT = Range(0, 1), Range(0, 1, hi_open=True)
+SEED = Range(0, 2 ** 32 - 1)                         # what np.random.seed accepts
+FIELD_RANGES = dict(
+    builtin_clips=Range(20), data_seed=SEED, esc50_test_fold=Range(1, 5), gain_p=PROBABILITY, specaug_p=PROBABILITY,
+    word_p=PROBABILITY, sample_rate=POSITIVE,                                                       # data
+    audio_width=POSITIVE, s_patchout_t=NON_NEGATIVE, s_patchout_f=NON_NEGATIVE, passt_blocks=NON_NEGATIVE,
+    text_trainable_layers=Range(-1), max_text_tokens=POSITIVE, text_dropout=DROPOUT, embed_dim=POSITIVE,
+    tap_dim=POSITIVE, tap_dropout=DROPOUT,                                                          # model
+    tau=RATE, sigmoid_t_init=Range(), sigmoid_b_init=Range(), epochs=POSITIVE, batch_size=POSITIVE, audio_lr=RATE,
+    text_lr=RATE, head_lr=RATE, loss_lr=RATE, weight_decay=NON_NEGATIVE, warmup_epochs=NON_NEGATIVE,
+    min_lr=NON_NEGATIVE, accumulate_batches=POSITIVE, grad_clip=NON_NEGATIVE,                       # loss and optimisation
+    contrastive_weight=NON_NEGATIVE, distill_weight=NON_NEGATIVE, cluster_weight=NON_NEGATIVE,      # stages
+    seed=SEED, num_threads=NON_NEGATIVE, eval_batch_size=POSITIVE, devices=POSITIVE, checkpoint_every=NON_NEGATIVE)  # run
+FIELD_CHOICES = dict(dataset=('builtin', 'esc50', 'clotho'), positives=('clip', 'caption'), train_items=('clip', 'caption'),
+                     audio_encoder=('cnn', 'passt'), text_pooling=('mean', 'first'), pooling=('mean', 'tap'),
+                     loss=('ntxent', 'sigmoid'), precision=('32-true', 'bf16-mixed', '16-mixed'))
+
+def check_allowed(name:str,           # the field
+                  value,              # its value, of the field's type
+                  expected:type=float # the field's type: int or float (the wording of the error)
+                 ):
+    "Raise `ValueError` naming the field, its value and what is allowed, unless `value` fits its FIELD_RANGES / FIELD_CHOICES rule."
+    if name in FIELD_CHOICES and value not in FIELD_CHOICES[name]:
+        raise ValueError(f"unknown {name} {value!r}: parameter {name!r} must be one of {', '.join(map(repr, FIELD_CHOICES[name]))}")
+    if name in FIELD_RANGES and value not in FIELD_RANGES[name]:
+        kind = 'an integer' if expected is int else 'a finite number'
+        raise ValueError(f"parameter {name!r} is {value!r}; it must be {kind} {FIELD_RANGES[name]}".rstrip())
 
 # %% ../nbs/00_config.ipynb #227d5079
 @dataclass
@@ -150,15 +205,21 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, params:dict # parameter name -> value
                  )->'ExperimentConfig':
-        "Build a config, rejecting unknown keys and values of the wrong type with a message naming the parameter."
+        "Build a config, rejecting unknown keys (then `__post_init__` checks every value's type and range)."
         known = {f.name: f for f in fields(cls)}
         unknown = [k for k in params if k not in known]
         if unknown: raise ValueError(f"unknown parameter(s) {unknown}; known parameters: {sorted(known)}")
-        hints = typing.get_type_hints(cls)
-        for name, value in params.items(): check_type(name, value, hints[name])
         return cls(**params)
 
     def __post_init__(self):
+        "Check every field's type and allowed values, the device string, and the reported ks against val_metric."
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            check_type(f.name, getattr(self, f.name), hints[f.name]); check_allowed(f.name, getattr(self, f.name), hints[f.name])
+        if self.device not in ('', 'auto'):
+            try: torch.device(self.device)
+            except RuntimeError as e: raise ValueError(f"parameter 'device' is {self.device!r}, not a torch device ({e}); "
+                                                       "use '' (settings.ini), 'cpu', 'cuda' or 'cuda:N'") from None
         for name in ('map_ks', 'recall_ks'):
             ks = getattr(self, name)
             if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):

@@ -229,8 +229,9 @@ class _PoolerOnlyReport(logging.Filter):
         rows = [(key, status) for key, status in rows if key and key != 'Key']
         return not rows or not all(key.startswith('pooler.') and status == 'UNEXPECTED' for key, status in rows)
 
-def load_text_model(path:str,               # hub name or local folder
-                    dropout:float|None=None # overrides the model's hidden dropout when given
+def load_text_model(path:str,                # hub name or local folder
+                    dropout:float|None=None, # overrides the model's hidden dropout when given
+                    weights:bool=True        # False: only the config is read, weights are random (loaded by the caller)
                    )->nn.Module:
     "`AutoModel` without the pooling layer that first-token and mean pooling never use (frozen where always built)."
     config = AutoConfig.from_pretrained(path, **({} if dropout is None else dict(hidden_dropout_prob=dropout)))
@@ -239,7 +240,8 @@ def load_text_model(path:str,               # hub name or local folder
     no_pooler = model_cls is not None and 'add_pooling_layer' in inspect.signature(model_cls.__init__).parameters
     report, quiet = logging.getLogger('transformers.modeling_utils'), _PoolerOnlyReport()
     report.addFilter(quiet)
-    try: model = AutoModel.from_pretrained(path, config=config, **(dict(add_pooling_layer=False) if no_pooler else {}))
+    kwargs = dict(add_pooling_layer=False) if no_pooler else {}
+    try: model = AutoModel.from_pretrained(path, config=config, **kwargs) if weights else AutoModel.from_config(config, **kwargs)
     finally: report.removeFilter(quiet)
     if isinstance(getattr(model, 'pooler', None), nn.Module): model.pooler.requires_grad_(False)  # built by the class anyway
     return model
@@ -250,12 +252,13 @@ class TextEncoder(nn.Module):
                  pooling:str='first',          # 'first' token or 'mean' over real tokens
                  max_tokens:int=32,            # truncation length
                  trainable_layers:int=-1,      # top layers to train (-1: all, 0: none)
-                 dropout:float|None=None):     # overrides the model's hidden dropout when given
+                 dropout:float|None=None,      # overrides the model's hidden dropout when given
+                 weights:bool=True):           # False: config and tokenizer only, random weights (see `laretrieval.hub`)
         super().__init__()
         if pooling not in ('first', 'mean'): raise ValueError(f"text pooling must be 'first' or 'mean', got {pooling!r}")
         path = resolve_text_model(name)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = load_text_model(path, dropout)
+        self.model = load_text_model(path, dropout, weights)
         self.pooling, self.max_tokens, self.out_dim = pooling, max_tokens, self.model.config.hidden_size
         if trainable_layers >= 0: self.freeze_below(trainable_layers)
 

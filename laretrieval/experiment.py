@@ -6,14 +6,39 @@ Docs: https://laretrieval.github.io/laretrieval/experiment.html.md"""
 
 # %% ../nbs/15_experiment.ipynb #be7b3329
 from __future__ import annotations
-import json, re, time
+import json, re, sys, time
 from pathlib import Path
 
 import laretrieval
 from .config import ExperimentConfig, load_settings
 
 # %% auto #0
-__all__ = ['PROJECT_ROOT', 'DEFAULT_NOTEBOOK', 'new_run_id', 'run_experiment', 'load_metrics', 'metric_names', 'metrics_table']
+__all__ = ['ATTEMPT', 'PROJECT_ROOT', 'DEFAULT_NOTEBOOK', 'check_run_id', 'set_aside_attempt', 'new_run_id', 'run_experiment',
+           'load_metrics', 'metric_names', 'metrics_table']
+
+# %% ../nbs/15_experiment.ipynb #29cd0311
+def check_run_id(run_id:str,         # a run folder's name
+                 name:str='run_id',  # the parameter to name in the error, e.g. '--run-id'
+                )->str:
+    "`run_id` if it is a plain folder name (no '/' or '\\', not '.', '..' or empty), so the run stays inside runs_dir."
+    if not isinstance(run_id, str) or run_id in ('', '.', '..') or any(c in run_id for c in '/\\\0'):
+        raise ValueError(f"parameter {name!r} must be a plain folder name (no '/' or '\\', not '.', '..' or empty), got {run_id!r}")
+    return run_id
+
+ATTEMPT = re.compile(r'attempt-(\d+)')  # the folders earlier attempts were moved into
+
+def set_aside_attempt(run_dir:str|Path, # a run folder without a readable metrics.json
+                     )->Path|None:
+    "Move the files of an earlier, unfinished attempt into `run_dir/attempt-<n>/`; return that folder (None: nothing to move)."
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir(): return None
+    entries = list(run_dir.iterdir())
+    old = [p for p in entries if not ATTEMPT.fullmatch(p.name)]
+    if not old: return None
+    n = 1 + max((int(m[1]) for p in entries if (m := ATTEMPT.fullmatch(p.name))), default=0)
+    target = run_dir / f'attempt-{n}'; target.mkdir()
+    for path in old: path.rename(target / path.name)
+    return target
 
 # %% ../nbs/15_experiment.ipynb #ebb4b9b4
 PROJECT_ROOT = Path(laretrieval.__file__).resolve().parent.parent  # the checkout (editable install)
@@ -30,24 +55,35 @@ def run_experiment(params:dict|None=None,          # ExperimentConfig fields to 
                    progress:bool=True,             # papermill's cell progress bar
                    log_output:bool=False,          # stream the notebook's output
                   )->Path:
-    "Validate `params`, execute the experiment notebook with papermill into a fresh run folder; return it."
+    "Validate `params` and the run id, set an unfinished earlier attempt aside, execute the notebook with papermill; return the run folder."
     import papermill as pm
     params = dict(params or {})
     ExperimentConfig.from_dict(params)  # fail before a kernel starts
     notebook = Path(notebook)
     if not notebook.exists(): raise FileNotFoundError(f"experiment notebook not found: {notebook}")
-    run_dir = Path(runs_dir or load_settings().runs_dir) / (run_id or new_run_id(params))
-    if (run_dir / 'metrics.json').exists(): raise FileExistsError(f"run folder {run_dir} already holds results; choose another run id")
+    run_dir = Path(runs_dir or load_settings().runs_dir) / check_run_id(new_run_id(params) if run_id is None else run_id)
+    if (run_dir / 'metrics.json').exists():
+        try: load_metrics(run_dir)
+        except ValueError: pass  # a partial file: the attempt did not finish, and is set aside below
+        else: raise FileExistsError(f"run folder {run_dir} already holds results; choose another run id")
+    if moved := set_aside_attempt(run_dir): print(f"{run_dir}: an unfinished earlier attempt moved to {moved.name}/", file=sys.stderr)
     run_dir.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(notebook), str(run_dir / notebook.name), parameters={**params, 'output_dir': str(run_dir.resolve())},
                         cwd=str(run_dir), progress_bar=progress, log_output=log_output, kernel_name='python3')
     return run_dir
 
 def load_metrics(run_dir:str|Path)->dict:
-    "The `metrics.json` a finished run wrote."
+    "The `metrics.json` a finished run wrote; a missing, partial or foreign file is an error naming it."
     path = Path(run_dir) / 'metrics.json'
     if not path.exists(): raise FileNotFoundError(f"{path} not found: the run did not finish (see its executed notebook)")
-    return json.loads(path.read_text())
+    try: metrics = json.loads(path.read_bytes().decode('utf-8'))
+    except UnicodeDecodeError as e: raise ValueError(f"{path} is not valid JSON: not UTF-8 text at byte {e.start}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e.msg}: line {e.lineno} column {e.colno}); a partial file from a run "
+                         "killed while writing it? Its run did not finish: run it again") from None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get('test'), dict):
+        raise ValueError(f"{path} holds no 'test' results: not the metrics.json of a finished run")
+    return metrics
 
 # %% ../nbs/15_experiment.ipynb #5d0c7a21
 def metric_names(keys,          # names to pick from: a metrics dict, a table's columns, ...

@@ -80,16 +80,33 @@ class DualEncoder(nn.Module):
         out.append(dict(params=[p for m in heads for p in m.parameters()], lr=head_lr, weight_decay=weight_decay, name='heads'))
         return [g for g in out if g['params']]
 
-def build_model(cfg:ExperimentConfig)->DualEncoder:
-    "The dual encoder an experiment config describes."
+    def save_pretrained(self, folder:str,    # the model folder to write
+                        cfg:ExperimentConfig, # the config this model was built from
+                        overwrite:bool=False): # replace an existing model folder
+        "Write a portable model folder (config JSON, model.safetensors, tokenizer): `laretrieval.hub.save_pretrained`."
+        from laretrieval.hub import save_pretrained  # hub imports this module
+        return save_pretrained(self, cfg, folder, overwrite)
+
+    @classmethod
+    def from_pretrained(cls, folder:str, # a model folder
+                        device='cpu'     # where the model goes
+                       )->tuple[DualEncoder, ExperimentConfig]:
+        "The model of a model folder, rebuilt offline, and its config: `laretrieval.hub.from_pretrained`."
+        from laretrieval.hub import from_pretrained
+        return from_pretrained(folder, device)
+
+def build_model(cfg:ExperimentConfig,
+                text_from:str|None=None, # a folder of the text model's config and tokenizer only: random weights, nothing downloaded
+               )->DualEncoder:
+    "The dual encoder an experiment config describes (with `text_from`: its module tree, for weights loaded afterwards)."
     if cfg.audio_encoder == 'cnn': audio = CNNAudioEncoder(cfg.sample_rate, width=cfg.audio_width)
     elif cfg.audio_encoder == 'passt':
         if cfg.sample_rate != 32000: raise ValueError(f"audio_encoder='passt' needs sample_rate=32000, got sample_rate={cfg.sample_rate}")
-        audio = PaSSTAudioEncoder(cfg.passt_arch, cfg.passt_pretrained, s_patchout_t=cfg.s_patchout_t, s_patchout_f=cfg.s_patchout_f,
-                                  blocks=cfg.passt_blocks)
+        audio = PaSSTAudioEncoder(cfg.passt_arch, cfg.passt_pretrained and text_from is None, s_patchout_t=cfg.s_patchout_t,
+                                  s_patchout_f=cfg.s_patchout_f, blocks=cfg.passt_blocks)
     else: raise ValueError(f"unknown audio_encoder {cfg.audio_encoder!r}; available: 'cnn', 'passt'")
-    text = TextEncoder(cfg.text_encoder, pooling=cfg.text_pooling, max_tokens=cfg.max_text_tokens,
-                       trainable_layers=cfg.text_trainable_layers, dropout=cfg.text_dropout)
+    text = TextEncoder(text_from or cfg.text_encoder, pooling=cfg.text_pooling, max_tokens=cfg.max_text_tokens,
+                       trainable_layers=cfg.text_trainable_layers, dropout=cfg.text_dropout, weights=text_from is None)
     return DualEncoder(audio, text, cfg.embed_dim, cfg.pooling, cfg.tap_dim, cfg.tap_dropout)
 
 # %% ../nbs/08_model.ipynb #4384908b

@@ -1,6 +1,7 @@
 """The training loop on Lightning Fabric (CPU, one GPU, DDP): features gathered across processes, mixed precision,
-gradient accumulation, AdamW with per-module learning rates, warm-up + cosine, gradient clipping, validation mAP@10
-every epoch, atomic checkpoints with exact resume, and the three stages (contrastive, distillation, clusters).
+gradient accumulation, AdamW with per-module learning rates, warm-up + cosine, gradient clipping, validation at every
+requested k each epoch (the checkpoint chosen by `val_metric`), atomic checkpoints with exact resume, and the three
+stages (contrastive, distillation, clusters).
 
 Docs: https://laretrieval.github.io/laretrieval/train.html.md"""
 

@@ -184,3 +184,167 @@ def test_cli_ablate_table_carries_mAP16(mixed_batch):
     header = proc.stdout.splitlines()[0].split()
     assert header == ['arm', 't2a_mAP@10', 't2a_mAP@16', 't2a_R@1', 't2a_R@5', 't2a_R@10', 'runs', 'failed']
     assert '0.1400 (1 of 2 runs)' in proc.stdout
+
+
+# --- reliability: unreadable results, killed attempts, two processes on one batch, all runs failing ---
+import os
+import signal
+import threading
+import time
+
+import papermill
+
+import laretrieval.ablate as ablate
+
+SMALL_GRID = {'loss': ['ntxent', 'sigmoid'], 'seed': [0, 1], 'epochs': 1}
+
+
+def _stub_runner(calls:list, seconds:float=0.0, fail:set=frozenset()):
+    "Stands in for run_experiment: a log line per call (appended, as training does), a pause, then metrics.json or an error."
+    def run(params, run_id, runs_dir, notebook=None, progress=True):
+        run_dir = Path(runs_dir) / run_id
+        if (run_dir / 'metrics.json').exists():  # as run_experiment: a readable one is a finished run, a partial one goes
+            try: json.loads((run_dir / 'metrics.json').read_text())
+            except ValueError: (run_dir / 'metrics.json').unlink()
+            else: raise FileExistsError(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        calls.append(run_id)
+        with open(run_dir / 'log.jsonl', 'a') as f: f.write(json.dumps(dict(run=run_id, thread=threading.current_thread().name)) + '\n')
+        time.sleep(seconds)
+        if run_id in fail: raise RuntimeError(f'injected failure in {run_id}')
+        (run_dir / 'metrics.json').write_text(json.dumps(_metrics({10: 0.3, 16: 0.32}, {1: 0.1}, n_clips=50)))
+        return run_dir
+    return run
+
+
+def test_a_partial_metrics_json_is_rerun_and_no_row_is_lost(tmp_path, monkeypatch):
+    "Finding 4: 3 finished runs, the middle one's metrics.json cut off: it runs again, results.csv keeps all rows."
+    grid = {'seed': [0, 1, 2], 'epochs': 1}
+    calls = []
+    monkeypatch.setattr(ablate, 'run_experiment', _stub_runner(calls))
+    first = run_grid(grid, tmp_path, progress=False)
+    assert len(pd.read_csv(tmp_path / 'results.csv')) == 3 and len(calls) == 3
+    middle = tmp_path / 'runs' / first['run_id'][1] / 'metrics.json'
+    middle.write_text(middle.read_text()[:100])  # what a writer killed mid-write leaves
+    calls.clear()
+    again = run_grid(grid, tmp_path, progress=False)
+    assert calls == [first['run_id'][1]]  # only the unreadable one ran again
+    on_disk = pd.read_csv(tmp_path / 'results.csv')
+    assert on_disk['run_id'].tolist() == first['run_id'].tolist() and (on_disk['status'] == 'done').all()
+    assert again['executed'].tolist() == [False, True, False]
+
+
+def test_a_partial_metrics_json_whose_rerun_fails_is_marked_failed(tmp_path, monkeypatch):
+    "The rerun of the unreadable run fails: that row is failed with the reason, the other two rows stay done."
+    grid = {'seed': [0, 1, 2], 'epochs': 1}
+    calls = []
+    monkeypatch.setattr(ablate, 'run_experiment', _stub_runner(calls))
+    first = run_grid(grid, tmp_path, progress=False)
+    bad = first['run_id'][1]
+    (tmp_path / 'runs' / bad / 'metrics.json').write_text('{\n  "test": {\n    "t2a": {\n      "mAP@10": 0.3,')
+    monkeypatch.setattr(ablate, 'run_experiment', _stub_runner(calls, fail={bad}))
+    results = run_grid(grid, tmp_path, progress=False)
+    assert results['status'].tolist() == ['done', 'failed', 'done']
+    assert f'injected failure in {bad}' in results['error'][1]
+    on_disk = pd.read_csv(tmp_path / 'results.csv')
+    assert on_disk['status'].tolist() == ['done', 'failed', 'done']
+    assert on_disk['t2a_mAP@10'][[0, 2]].tolist() == [0.3, 0.3]
+
+
+def test_an_ablate_point_rerun_after_a_kill_logs_only_its_own_lines(tmp_path, monkeypatch):
+    "Finding 5: the killed attempt's log.jsonl and notebook move to attempt-1/, the rerun's log holds only its own lines."
+    def notebook(nb, output, parameters, cwd, **kw):
+        out = Path(parameters['output_dir'])
+        with open(out / 'log.jsonl', 'a') as f: f.write(json.dumps(dict(epoch=1, attempt='rerun')) + '\n')
+        (out / 'metrics.json').write_text(json.dumps(_metrics({10: 0.3}, {1: 0.1})))
+        Path(output).write_text('{}')
+    monkeypatch.setattr(papermill, 'execute_notebook', notebook)
+    grid = {'seed': [0], 'epochs': 1}
+    run = tmp_path / 'runs' / run_id_of(expand_grid(grid)[0], ['seed']); run.mkdir(parents=True)
+    (run / 'log.jsonl').write_text(json.dumps(dict(epoch=1, attempt='killed')) + '\n')
+    (run / 'train_eval.ipynb').write_text('{}')
+    results = run_grid(grid, tmp_path, progress=False)
+    assert results['status'].tolist() == ['done']
+    assert [json.loads(line)['attempt'] for line in (run / 'log.jsonl').read_text().splitlines()] == ['rerun']
+    assert 'killed' in (run / 'attempt-1' / 'log.jsonl').read_text()
+
+
+def test_a_point_held_by_another_process_is_skipped_and_reported(tmp_path, monkeypatch):
+    "Finding 6: a point whose lock another holder has is not run here; its row says 'running elsewhere'."
+    calls = []
+    monkeypatch.setattr(ablate, 'run_experiment', _stub_runner(calls))
+    points = expand_grid(SMALL_GRID)
+    held = run_id_of(points[0], ['loss', 'seed'])
+    lock = ablate.try_lock(tmp_path / 'locks' / f'{held}.lock')
+    assert lock is not None
+    try: results = run_grid(SMALL_GRID, tmp_path, progress=False)
+    finally: lock.close()
+    assert held not in calls and len(calls) == 3
+    assert results['status'].tolist() == ['running elsewhere', 'done', 'done', 'done']
+    assert pd.read_csv(tmp_path / 'results.csv')['status'].tolist() == ['running elsewhere', 'done', 'done', 'done']
+    results = run_grid(SMALL_GRID, tmp_path, progress=False)  # released: now it runs
+    assert calls[-1] == held and (results['status'] == 'done').all()
+
+
+def test_a_killed_holder_frees_its_point(tmp_path, monkeypatch):
+    "flock dies with its process: a point claimed by a process that was killed is run by the next ablate."
+    calls = []
+    monkeypatch.setattr(ablate, 'run_experiment', _stub_runner(calls))
+    grid = {'seed': [0], 'epochs': 1}
+    lock = tmp_path / 'locks' / f"{run_id_of(expand_grid(grid)[0], ['seed'])}.lock"
+    holder = subprocess.Popen([sys.executable, '-c', f"import laretrieval.ablate as a, time; f = a.try_lock({str(lock)!r}); "
+                               "print(f is not None, flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'True'
+        assert run_grid(grid, tmp_path, progress=False)['status'].tolist() == ['running elsewhere']
+    finally:
+        os.kill(holder.pid, signal.SIGKILL); holder.wait()
+    assert run_grid(grid, tmp_path, progress=False)['status'].tolist() == ['done'] and len(calls) == 1
+
+
+def test_two_batches_on_one_dir_run_each_point_once(tmp_path, monkeypatch):
+    "Finding 6: two run_grid calls at once on one batch dir: each point runs once, one writer per log, every row in results.csv."
+    calls = []
+    monkeypatch.setattr(ablate, 'run_experiment', _stub_runner(calls, seconds=0.3))
+    grid = {'loss': ['ntxent', 'sigmoid'], 'seed': [0, 1, 2], 'epochs': 1}
+    outcomes, errors = {}, []
+    def batch(name):
+        try: outcomes[name] = run_grid(grid, tmp_path, progress=False)
+        except Exception as e: errors.append(e)
+    threads = [threading.Thread(target=batch, args=(name,), name=name) for name in ('A', 'B')]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    assert errors == []
+    assert sorted(calls) == sorted(set(calls)) and len(calls) == 6  # every point exactly once
+    writers = set()
+    for run_id in set(calls):
+        lines = [json.loads(line) for line in (tmp_path / 'runs' / run_id / 'log.jsonl').read_text().splitlines()]
+        assert len(lines) == 1, lines
+        writers.add(lines[0]['thread'])
+    assert writers == {'A', 'B'}  # both did work
+    assert (pd.read_csv(tmp_path / 'results.csv')['status'] == 'done').all()
+    assert len(pd.read_csv(tmp_path / 'results.csv')) == 6
+    for table in outcomes.values():  # each process's table: its points done, the other's done or still running
+        assert set(table['status']) <= {'done', 'running elsewhere'} and len(table) == 6
+
+
+def test_two_ablate_processes_share_a_batch_dir(tmp_path):
+    "Two real `laretrieval ablate` processes on a 2-point grid: each point trained once, one clean log each."
+    import yaml
+    grid = {**TINY, 'seed': [0, 1]}
+    (tmp_path / 'grid.yaml').write_text(yaml.safe_dump(grid))
+    command = [str(Path(sys.executable).parent / 'laretrieval'), 'ablate', str(tmp_path / 'grid.yaml'), '--batch-dir', str(tmp_path / 'batch')]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode in (0, 1), err
+        assert p.returncode == 0 or 'running elsewhere' in out + err, out + err
+    results = pd.read_csv(tmp_path / 'batch' / 'results.csv')
+    assert results['status'].tolist() == ['done', 'done']
+    for run_id in results['run_id']:
+        run = tmp_path / 'batch' / 'runs' / run_id
+        assert not any(p.name.startswith('attempt-') for p in run.iterdir())
+        records = [json.loads(line) for line in (run / 'log.jsonl').read_text().splitlines()]
+        steps = [r['step'] for r in records if r['kind'] == 'step']
+        assert steps == list(range(1, len(steps) + 1)) and len(steps) > 0, steps  # one run's steps, once each
+        assert [r['epoch'] for r in records if r['kind'] == 'epoch'] == [1]

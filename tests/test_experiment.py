@@ -1,5 +1,6 @@
 "The experiment notebook run through papermill: parameters, outputs, determinism, bad parameters."
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -169,3 +170,58 @@ def test_augmentations_switch_on_from_the_experiment_parameters(tmp_path):
     plain = load_metrics(run_experiment(tiny, run_id='plain', runs_dir=tmp_path, progress=False))
     augmented = load_metrics(run_experiment(dict(tiny, gain_p=1.0, specaug_p=1.0, word_p=1.0), run_id='aug', runs_dir=tmp_path, progress=False))
     assert augmented['test']['t2a']['mAP@10'] != plain['test']['t2a']['mAP@10']
+
+
+# --- reliability: a partial metrics.json, an earlier attempt's files, the run id (issue: no silent wrong number) ---
+
+def _fake_notebook(log_lines:int=2):
+    "Stands in for papermill: appends `log_lines` records to log.jsonl (as the training loop does) and writes metrics.json."
+    def execute(notebook, output, parameters, cwd, **kw):
+        out = Path(parameters['output_dir'])
+        with open(out / 'log.jsonl', 'a') as f:
+            for epoch in range(1, log_lines + 1): f.write(json.dumps(dict(epoch=epoch, attempt='new')) + '\n')
+        (out / 'metrics.json').write_text(json.dumps(METRICS))
+        Path(output).write_text('{}')
+    return execute
+
+
+def test_load_metrics_names_a_partial_file(tmp_path):
+    "A metrics.json cut off mid-write: a ValueError naming the file and json's position, not a bare JSONDecodeError."
+    (tmp_path / 'metrics.json').write_text(json.dumps(METRICS, indent=2)[:100])
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / 'metrics.json')) + r'.*not valid JSON.*line \d+'):
+        load_metrics(tmp_path)
+    (tmp_path / 'metrics.json').write_text('[1, 2]')
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / 'metrics.json')) + ".*no 'test' results"):
+        load_metrics(tmp_path)
+
+
+def test_a_rerun_into_a_killed_attempts_folder_starts_clean(tmp_path, monkeypatch):
+    "The killed attempt's log.jsonl, notebook and checkpoint go to attempt-1/; the new log holds only the new run's lines."
+    run = tmp_path / 'point'; run.mkdir()
+    (run / 'log.jsonl').write_text(json.dumps(dict(epoch=1, attempt='killed')) + '\n')
+    (run / 'train_eval.ipynb').write_text('{}'); (run / 'last.ckpt').write_bytes(b'old')
+    (run / 'metrics.json').write_text('{"test": {"t2a"')  # cut off by the kill
+    monkeypatch.setattr(pm, 'execute_notebook', _fake_notebook())
+    run_experiment(dict(epochs=2), run_id='point', runs_dir=tmp_path, progress=False)
+    lines = [json.loads(line) for line in (run / 'log.jsonl').read_text().splitlines()]
+    assert lines == [dict(epoch=1, attempt='new'), dict(epoch=2, attempt='new')]
+    assert not (run / 'last.ckpt').exists() and load_metrics(run) == METRICS
+    old = run / 'attempt-1'
+    assert sorted(p.name for p in old.iterdir()) == ['last.ckpt', 'log.jsonl', 'metrics.json', 'train_eval.ipynb']
+    assert 'killed' in (old / 'log.jsonl').read_text()
+    # a second failed attempt goes beside the first, numbered on
+    (run / 'metrics.json').unlink(); (run / 'failure.json').write_text('{}')
+    run_experiment(dict(epochs=2), run_id='point', runs_dir=tmp_path, progress=False)
+    assert sorted(p.name for p in (run / 'attempt-2').iterdir()) == ['failure.json', 'log.jsonl', 'train_eval.ipynb']
+    assert len((run / 'log.jsonl').read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize('run_id', ['../../x', '../x', 'a/b', 'a\\b', '..', '.', 'ABSOLUTE', ''])
+def test_run_id_must_be_a_plain_folder_name(tmp_path, monkeypatch, run_id):
+    "A run id with a path in it would write outside runs_dir: rejected naming 'run_id', before anything is created."
+    monkeypatch.setattr(pm, 'execute_notebook', _fake_notebook())
+    run_id = str(tmp_path / 'abs' / 'x') if run_id == 'ABSOLUTE' else run_id
+    runs = tmp_path / 'a' / 'b' / 'runs'
+    with pytest.raises(ValueError, match="'run_id'"):
+        run_experiment(dict(epochs=1), run_id=run_id, runs_dir=runs, progress=False)
+    assert not (tmp_path / 'a').exists() and not (tmp_path / 'x').exists() and not (tmp_path / 'abs').exists()
