@@ -13,24 +13,10 @@ from laretrieval.config import ExperimentConfig
 from laretrieval.hub import (CONFIG_FILE, WEIGHTS_FILE, TEXT_FOLDER, from_pretrained, load_model, model_fingerprint,
                              push_to_hub, save_pretrained)
 from laretrieval.model import DualEncoder, build_model
+from text_models import tiny_roberta
 
 TINY = dict(audio_width=8, embed_dim=16, text_trainable_layers=0)
 CAPTIONS = ['a dog barks twice', 'rain falls on a tin roof', 'a door slams shut', 'birds sing at dawn']
-
-
-def tiny_roberta(folder:Path, texts:list[str]):
-    "A RoBERTa-architecture encoder with random weights and a byte-level BPE tokenizer, saved like a hub model (as in test_recipe)."
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=300, min_frequency=1, special_tokens=['<s>', '<pad>', '</s>', '<unk>', '<mask>'])
-    tokenizer = RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token='<s>', eos_token='</s>', unk_token='<unk>',
-                                     pad_token='<pad>', mask_token='<mask>', cls_token='<s>', sep_token='</s>')
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=64, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id)
-    RobertaModel(config).save_pretrained(folder)
 
 
 def scores(model:DualEncoder, sample_rate:int)->torch.Tensor:
