@@ -9,7 +9,7 @@ Docs: https://laretrieval.github.io/laretrieval/cli.html.md"""
 
 # %% ../nbs/16_cli.ipynb #f8a03cfe
 from __future__ import annotations
-import argparse, logging, re, sys
+import argparse, json, logging, re, sys
 from pathlib import Path
 
 import yaml
@@ -19,7 +19,7 @@ from .ablate import run_grid, summarize_arms, format_arms
 from .config import ExperimentConfig
 
 # %% auto #0
-__all__ = ['parse_overrides', 'read_params_file', 'main']
+__all__ = ['parse_overrides', 'read_params_file', 'search_command', 'main']
 
 # %% ../nbs/16_cli.ipynb #2f709e42
 def parse_overrides(pairs:list[str])->dict:
@@ -50,6 +50,22 @@ def read_params_file(path:Path, # a --params or grid YAML file
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of 'field: value' lines; it holds a {type(data).__name__}: {str(data)[:60]!r}")
     return data
+
+# %% ../nbs/16_cli.ipynb #569328e2
+def search_command(args)->int:
+    "`laretrieval index | search | zeroshot` (laretrieval.search)."
+    from laretrieval import search
+    if args.command == 'index':
+        print(search.build_index(args.audio_dir, args.model, args.output, hop_seconds=args.hop, device=args.device, overwrite=args.overwrite))
+    elif args.command == 'search':
+        hits = search.search_index(args.index_dir, args.query, args.audio, k=args.k, device=args.device)
+        if args.json: print(json.dumps([{k: h[k] for k in ('rank', 'score', 'path', 'start_s', 'end_s')} for h in hits], indent=1))
+        else: print('\n'.join(f"{h['rank']:>3}  {h['score']:.4f}  {h['path']}  {h['start_s']:.1f}-{h['end_s']:.1f} s" for h in hits))
+    else:
+        result = search.zeroshot(args.model, args.audio_dir, args.labels, args.template, folds=args.folds, device=args.device, output_dir=args.output_dir)
+        print(result.per_class.to_string(index=False))
+        print(f"\naccuracy {result.accuracy:.4f} (chance {result.chance:.4f}) over {int(result.per_class['files'].sum())} files; skipped {len(result.skipped)}")
+    return 0
 
 # %% ../nbs/16_cli.ipynb #952a7d34
 def main(argv:list[str]|None=None):
@@ -84,6 +100,28 @@ def main(argv:list[str]|None=None):
     exo.add_argument('output_dir', type=Path, help='the model folder to write')
     exo.add_argument('--overwrite', action='store_true', help='replace an existing model folder')
     exo.add_argument('--push', metavar='REPO_ID', help='also upload it to the Hugging Face Hub (needs a token: huggingface-cli login)')
+    idx = sub.add_parser('index', help='embed every audio file of a folder (recursively) into an index; rerunning embeds only new or changed files')
+    idx.add_argument('audio_dir', type=Path, help='the sound collection')
+    idx.add_argument('--model', type=Path, required=True, help='a run folder or a model folder (laretrieval export)')
+    idx.add_argument('--output', type=Path, required=True, help='the index folder (manifest.json + vectors)')
+    idx.add_argument('--hop', type=float, help='seconds between windows of long recordings (default: half the model window)')
+    idx.add_argument('--overwrite', action='store_true', help='rebuild from scratch (e.g. with another model)')
+    idx.add_argument('--device', default='auto')
+    sea = sub.add_parser('search', help='the files of an index closest to a sentence (or to an example sound with --audio)')
+    sea.add_argument('index_dir', type=Path, help='an index folder (laretrieval index)')
+    sea.add_argument('query', nargs='?', help='the text query, e.g. "a dog barks while rain falls"')
+    sea.add_argument('--audio', type=Path, help='search by example: a sound file instead of a text query')
+    sea.add_argument('-k', type=int, default=10, help='files to return')
+    sea.add_argument('--json', action='store_true', help='print a JSON list of {rank, score, path, start_s, end_s}')
+    sea.add_argument('--device', default='auto')
+    zer = sub.add_parser('zeroshot', help='classify a labelled folder (ESC-50, UrbanSound8K or a CSV) by its class prompts')
+    zer.add_argument('model', type=Path, help='a run folder or a model folder')
+    zer.add_argument('--audio-dir', type=Path, required=True, help='the corpus folder (ESC-50, UrbanSound8K) or the folder of the CSV\'s files')
+    zer.add_argument('--labels', type=Path, help='CSV of file and label columns (default: the corpus metadata)')
+    zer.add_argument('--template', default='the sound of {}', help='prompt per class; {} is the class name')
+    zer.add_argument('--folds', type=int, nargs='+', help='only these folds (ESC-50, UrbanSound8K)')
+    zer.add_argument('--output-dir', type=Path, help='write predictions, per-class table, confusion matrix and plot here')
+    zer.add_argument('--device', default='auto')
     pre = sub.add_parser('predict', help='rank every audio file of a folder for every query with a trained run: the DCASE ranking file')
     pre.add_argument('run_dir', type=Path, help='a finished run folder (checkpoint.pt)')
     pre.add_argument('--audio-dir', type=Path, required=True, help='every audio file of this folder is ranked')
@@ -131,6 +169,7 @@ def main(argv:list[str]|None=None):
             print(f"wrote {folder} (load it with DualEncoder.from_pretrained)")
             if args.push: print(push_to_hub(folder, args.push))
             return 0
+        if args.command in ('index', 'search', 'zeroshot'): return search_command(args)
         if args.command == 'predict':
             from laretrieval.predict import predict_run
             result = predict_run(args.run_dir, args.audio_dir, args.queries, args.output, args.k, args.relevance, args.device)
