@@ -1,4 +1,4 @@
-"""No silent wrong number, no lost result, no code run from a file: the training side (issue findings 1, 3, 5, 7, 9, 12).
+"""No silent wrong number, no lost result, no code run from a file: the training side (issue findings 1, 3, 5, 7, 8, 9, 12).
 
 Each test reproduces a finding through the entry point a researcher uses; on the code before the fix each one failed
 (the run was accepted, the file was unpickled, the traceback named no file)."""
@@ -74,3 +74,21 @@ def test_7_9_12_checkpoints_load_without_code_and_name_the_file(tmp_path):
     (run / 'checkpoint.pt').write_bytes((run / 'checkpoint.pt').read_bytes()[:4000])  # cut short by a full disk
     done = cli('ensemble', str(run), str(run), '--output-dir', str(tmp_path / 'ens'))
     assert done.returncode != 0 and f'{run / "checkpoint.pt"} is not a readable checkpoint' in done.stderr
+
+
+def test_8_bad_audio_in_the_test_split_stops_the_run_before_training(tmp_path, monkeypatch):
+    "Finding 8: a broken file in the test split used to surface only after the whole training."
+    import numpy as np, pandas as pd, soundfile as sf
+    monkeypatch.setenv('LARETRIEVAL_CACHE_DIR', str(tmp_path / 'cache'))
+    root = tmp_path / 'clotho'
+    for split, n in dict(development=8, validation=2, evaluation=2).items():
+        (root / split).mkdir(parents=True)
+        names = [f'{split} {i}.wav' for i in range(n)]
+        for name in names: sf.write(root / split / name, np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1, 16000)
+        pd.DataFrame([[name, *[f'caption {k} of {name}' for k in range(5)]] for name in names],
+                     columns=['file_name', *[f'caption_{k}' for k in range(1, 6)]]).to_csv(root / f'clotho_captions_{split}.csv', index=False)
+    (root / 'evaluation' / 'evaluation 1.wav').write_bytes(b'RIFF\x00\x00 a truncated upload')
+    cfg = ExperimentConfig(dataset='clotho', data_dir=str(root), **{**TINY, 'builtin_clips': 20})
+    with pytest.raises(ValueError, match=r"evaluation 1\.wav"):
+        run_training(cfg, tmp_path / 'run', progress=False)
+    assert not (tmp_path / 'run' / 'log.jsonl').exists()  # not a single training step was taken
