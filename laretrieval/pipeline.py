@@ -158,13 +158,13 @@ def claim_run_folder(out:Path, resume:bool=False, overwrite:bool=False):
         for name in RUN_FILES: (out / name).unlink(missing_ok=True)
         if (out / 'tensorboard').is_dir(): import shutil; shutil.rmtree(out / 'tensorboard')
 
-def check_audio(splits:Splits, settings:Settings):
+def check_audio(splits:Splits, settings:Settings, progress:bool=True):
     "Decode every clip of every split once (filling the audio cache), so that a bad file stops the run before training, named."
     from laretrieval.audio import AudioCache
     from laretrieval.corpora import prepare_audio
     train = getattr(splits.train, 'base', splits.train)
     clips = [c for split in (train, splits.val, splits.test) for c in split.clips if c.path is not None]
-    if clips: prepare_audio(clips, train.sample_rate, AudioCache.from_settings(settings), on_error='raise', progress=False)
+    if clips: prepare_audio(clips, train.sample_rate, AudioCache.from_settings(settings), on_error='raise', progress=progress)
 
 def run_training(cfg:ExperimentConfig, output_dir:str|Path, resume:bool=False, progress:bool=True,
                  overwrite:bool=False, # start over in a folder that holds a run (its files are deleted)
@@ -184,7 +184,7 @@ def run_training(cfg:ExperimentConfig, output_dir:str|Path, resume:bool=False, p
     splits = build_datasets(cfg, settings)
     if fabric.global_rank == 0:
         print('\n'.join(splits.notes))  # also under --quiet: they say what the run trains and is evaluated on
-        check_audio(splits, settings)
+        check_audio(splits, settings, progress)
     fabric.barrier()
     model = model_for(cfg)
     result = train(model, splits.train, splits.val, cfg, progress=progress, output_dir=out, resume=resume, fabric=fabric,
