@@ -282,6 +282,8 @@ def load_weights(model:DualEncoder, path:str|Path)->dict:
     ckpt = load_checkpoint(path)
     state = ckpt.get('state_dict', ckpt.get('model')) if isinstance(ckpt, dict) else None
     if state is None: raise ValueError(f"{path} holds no model weights (expected a 'state_dict' or 'model' entry)")
+    own = model.state_dict()  # runs written before text models lost their unused pooler still hold its weights: not needed
+    state = {k: v for k, v in state.items() if k in own or not k.startswith('text_encoder.model.pooler.')}
     try: model.load_state_dict(state)
     except RuntimeError as e: raise ValueError(f"{path} does not fit this model (other encoders or sizes?): {str(e)[:300]}") from e
     return ckpt
