@@ -99,7 +99,8 @@ def test_a_submitit_job_signalled_like_a_preemption_is_requeued_and_finishes(seq
     same_results(tmp_path, sequential)
     assert launched(tmp_path)[run_id] == 2
     job = jobs[[p[1] for p in points].index(run_id)]
-    assert 'Requeued' in job.stderr() or 'requeue' in (job.stderr() or '').lower()
+    logs = (job.stdout() or '') + (job.stderr() or '')
+    assert 'Requeued job' in logs and 'checkpoint' in logs.lower(), logs[-2000:]
 
 
 def test_two_launches_on_one_batch_dir_run_each_point_once(sequential, tmp_path):
