@@ -17,8 +17,8 @@ from .experiment import DEFAULT_NOTEBOOK, run_experiment, load_metrics, metric_n
 
 # %% auto #0
 __all__ = ['SLURM_OPTIONS', 'STATUS_WORDS', 'expand_grid', 'arm_of', 'run_id_of', 'grid_points', 'flatten_metrics', 'try_lock',
-           'locked', 'claim_point', 'read_result', 'point_row', 'write_results', 'run_point', 'run_grid',
-           'summarize_arms', 'format_arms', 'worker_env', 'run_local', 'PointJob', 'submitit_parameters',
+           'locked', 'claim_point', 'read_result', 'point_row', 'write_results', 'execute_point', 'run_point',
+           'run_grid', 'summarize_arms', 'format_arms', 'worker_env', 'run_local', 'PointJob', 'submitit_parameters',
            'sbatch_script', 'run_submitit', 'run_with_executor', 'batch_status', 'format_status', 'plot_arms',
            'validation_curves', 'plot_validation_curves', 'per_query_by_arm', 'compare_arms']
 
@@ -127,9 +127,22 @@ def write_results(points:list[tuple], # (params, run_id, arm) of every grid poin
     return table
 
 # %% ../nbs/13_ablate.ipynb #7f3c19d0
+def execute_point(params:dict, run_id:str, batch_dir:Path, notebook:str|Path=DEFAULT_NOTEBOOK,
+                  unit:str='notebook', # 'notebook': papermill runs the experiment notebook; 'train': the trainer, resumable
+                 ):
+    "Run the point into runs/<run_id>/: the notebook, or `laretrieval train` continuing a killed attempt from its last.ckpt."
+    run_dir = batch_dir / 'runs' / run_id
+    if unit == 'notebook': return run_experiment(params, run_id=run_id, runs_dir=batch_dir / 'runs', notebook=notebook, progress=False)
+    if unit != 'train': raise ValueError(f"unit must be 'notebook' or 'train', got {unit!r}")
+    from laretrieval.pipeline import run_training
+    resume = (run_dir / 'last.ckpt').exists()
+    if resume: tqdm.write(f"{run_id}: continuing from {run_dir / 'last.ckpt'} (--resume)", file=sys.stderr)
+    run_training(ExperimentConfig.from_dict({**params, 'output_dir': str(run_dir)}), run_dir, resume=resume, overwrite=not resume, progress=False)
+
 def run_point(params:dict, run_id:str, # the grid point
               batch_dir:Path,          # the batch: runs/<run_id>/ is its folder
               notebook:str|Path=DEFAULT_NOTEBOOK,
+              unit:str='notebook',     # see execute_point
              )->float|None:
     "Run one point unless another process holds it or it finished; the seconds it took (None: not run here)."
     run_dir = batch_dir / 'runs' / run_id
@@ -143,7 +156,7 @@ def run_point(params:dict, run_id:str, # the grid point
         if problem: tqdm.write(f'{problem}\n-> running {run_id} again', file=sys.stderr)
         start = time.perf_counter()
         try:
-            run_experiment(params, run_id=run_id, runs_dir=batch_dir / 'runs', notebook=notebook, progress=False)
+            execute_point(params, run_id, batch_dir, notebook, unit)
             seconds = time.perf_counter() - start
             with atomic_write(run_dir / 'timing.json') as f: f.write(json.dumps(dict(seconds=seconds)))
         except Exception as e:
@@ -163,6 +176,7 @@ def run_grid(grid:dict,                      # see expand_grid
              workers:int=1,                  # executor 'local': processes, one point each at a time
              slurm:dict|None=None,           # submitit executors: see submitit_parameters
              wait:bool=True,                 # submitit executors: wait for the jobs (False: return once they are queued)
+             unit:str|None=None,             # see execute_point; None: 'train' (resumable) on submitit, else 'notebook'
             )->pd.DataFrame:
     "Run every grid point not finished and not running elsewhere; return the results table (a row per grid point)."
     batch_dir = Path(batch_dir); points = grid_points(grid)
@@ -170,10 +184,11 @@ def run_grid(grid:dict,                      # see expand_grid
     with atomic_write(batch_dir / 'grid.json') as f: f.write(json.dumps(grid, indent=2))
     executed = set()
     write_results(points, batch_dir, executed)
-    if executor != 'sequential': return run_with_executor(points, batch_dir, notebook, executor, workers, slurm, wait)
+    unit = unit or ('train' if executor in ('slurm', 'submitit-local') else 'notebook')
+    if executor != 'sequential': return run_with_executor(points, batch_dir, notebook, executor, workers, slurm, wait, unit)
     bar = tqdm(points, desc='runs', disable=not progress)
     for params, run_id, _ in bar:
-        if run_point(params, run_id, batch_dir, notebook) is None: continue
+        if run_point(params, run_id, batch_dir, notebook, unit) is None: continue
         executed.add(run_id)
         table = write_results(points, batch_dir, executed)
         bar.set_postfix(executed=len(executed), failed=int(((table['status'] == 'failed') & table['executed']).sum()))
@@ -255,6 +270,7 @@ def run_local(todo:list[tuple],  # (params, run_id, arm) of the points to run
               workers:int,       # processes, one point each at a time
               finished,          # called with (run_id, seconds or None) as each point ends
               retries:int=2,     # fresh pools for the points of a worker that died
+              unit:str='notebook', # see execute_point
              ):
     "Run `todo` on a pool of `workers` processes (spawned, each with its own device or thread share)."
     import multiprocessing
@@ -267,7 +283,7 @@ def run_local(todo:list[tuple],  # (params, run_id, arm) of the points to run
         for i in range(workers): slots.put(i)
         lost = []
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker, initargs=(slots, workers, gpus)) as pool:
-            futures = {pool.submit(run_point, params, run_id, batch_dir, notebook): (params, run_id, arm) for params, run_id, arm in todo}
+            futures = {pool.submit(run_point, params, run_id, batch_dir, notebook, unit): (params, run_id, arm) for params, run_id, arm in todo}
             for fut in as_completed(futures):
                 try: finished(futures[fut][1], fut.result())
                 except BrokenProcessPool: lost.append(futures[fut]); finished(futures[fut][1], None)
@@ -278,11 +294,11 @@ def run_local(todo:list[tuple],  # (params, run_id, arm) of the points to run
 # %% ../nbs/13_ablate.ipynb #6522b7dc
 class PointJob:
     "One grid point as a submitit job; on preemption or timeout submitit requeues it (`checkpoint`)."
-    def __init__(self, params:dict, run_id:str, batch_dir:Path, notebook:str|Path):
-        self.params, self.run_id, self.batch_dir, self.notebook = params, run_id, str(batch_dir), str(notebook)
-    def __call__(self)->float|None: return run_point(self.params, self.run_id, Path(self.batch_dir), self.notebook)
+    def __init__(self, params:dict, run_id:str, batch_dir:Path, notebook:str|Path, unit:str='train'):
+        self.params, self.run_id, self.batch_dir, self.notebook, self.unit = params, run_id, str(batch_dir), str(notebook), unit
+    def __call__(self)->float|None: return run_point(self.params, self.run_id, Path(self.batch_dir), self.notebook, self.unit)
     def checkpoint(self, *args, **kwargs):
-        "Requeue this very job: the rerun claims the point again and starts its unfinished attempt over."
+        "Requeue this very job: the rerun claims the point again and continues it from last.ckpt (unit 'train')."
         from submitit.helpers import DelayedSubmission
         return DelayedSubmission(self)
 
@@ -328,6 +344,7 @@ def run_submitit(todo:list[tuple], batch_dir:Path, notebook:str|Path,
                  slurm:dict|None,      # see SLURM_OPTIONS
                  finished,             # called with (run_id, seconds or None) as each job ends
                  wait:bool=True,       # False: return the jobs once queued
+                 unit:str='train',     # see execute_point
                 )->list:
     "One checkpointable submitit job per point (a job array); wait for each and report it; the jobs."
     import submitit
@@ -337,7 +354,7 @@ def run_submitit(todo:list[tuple], batch_dir:Path, notebook:str|Path,
     jobs = []
     for start in range(0, len(todo), size):  # the local executor has no array throttle: waves of max_parallel
         wave = todo[start:start + size]
-        queued = ex.submit_array([PointJob(params, run_id, batch_dir, notebook) for params, run_id, _ in wave])
+        queued = ex.submit_array([PointJob(params, run_id, batch_dir, notebook, unit) for params, run_id, _ in wave])
         tqdm.write(f"queued {len(queued)} job(s): {', '.join(j.job_id for j in queued)}", file=sys.stderr); jobs += queued
         if not wait: continue
         for job, (_, run_id, _) in zip(queued, wave):
@@ -349,7 +366,7 @@ def run_submitit(todo:list[tuple], batch_dir:Path, notebook:str|Path,
 
 # %% ../nbs/13_ablate.ipynb #6fe24f41
 def run_with_executor(points:list[tuple], batch_dir:Path, notebook:str|Path, executor:str, workers:int=1,
-                      slurm:dict|None=None, wait:bool=True)->pd.DataFrame:
+                      slurm:dict|None=None, wait:bool=True, unit:str='notebook')->pd.DataFrame:
     "Run the unfinished points on `executor` ('local', 'slurm', 'submitit-local'), rebuilding results.csv as each ends."
     if executor not in ('local', 'slurm', 'submitit-local'):
         raise ValueError(f"executor must be 'sequential', 'local', 'slurm' or 'submitit-local', got {executor!r}")
@@ -358,8 +375,8 @@ def run_with_executor(points:list[tuple], batch_dir:Path, notebook:str|Path, exe
     def finished(run_id, seconds):
         if seconds is not None: executed.add(run_id)
         write_results(points, batch_dir, executed)
-    if executor == 'local': run_local(todo, batch_dir, notebook, workers, finished)
-    else: run_submitit(todo, batch_dir, notebook, 'slurm' if executor == 'slurm' else 'local', slurm, finished, wait)
+    if executor == 'local': run_local(todo, batch_dir, notebook, workers, finished, unit=unit)
+    else: run_submitit(todo, batch_dir, notebook, 'slurm' if executor == 'slurm' else 'local', slurm, finished, wait, unit)
     return write_results(points, batch_dir, executed)
 
 # %% ../nbs/13_ablate.ipynb #ae767219
@@ -376,8 +393,8 @@ def format_status(table:pd.DataFrame, batch_dir:str|Path)->str:
     status = table['status'].map(STATUS_WORDS)
     lines = [' / '.join(f'{(status == s).sum()} {s}' for s in ('done', 'running', 'failed', 'pending')) + f'  ({len(table)} points)']
     for r in table[status == 'failed'].to_dict('records'):
-        cell = r.get('failed_cell'); cell = 'before the notebook ran' if cell is None or pd.isna(cell) else f'cell {int(cell)}'
-        lines.append(f"failed   {r['run_id']} ({r['arm']}, seed {r['seed']}): {cell}: {_one_line(r.get('error'))}")
+        cell = r.get('failed_cell'); cell = '' if cell is None or pd.isna(cell) else f'cell {int(cell)}: '
+        lines.append(f"failed   {r['run_id']} ({r['arm']}, seed {r['seed']}): {cell}{_one_line(r.get('error'))}")
     for r in table[status == 'running'].to_dict('records'):
         holder = (Path(batch_dir) / 'locks' / f"{r['run_id']}.lock").read_text().strip()
         lines.append(f"running  {r['run_id']} ({r['arm']}, seed {r['seed']}): {holder}")

@@ -162,6 +162,7 @@ def main(argv:list[str]|None=None):
     abl.add_argument('--executor', choices=['sequential', 'local', 'slurm', 'submitit-local'], default='sequential',
                      help="sequential: one point after another here; local: --workers processes; slurm: submitit jobs (submitit-local: the same jobs as local subprocesses)")
     abl.add_argument('--workers', type=int, default=1, help='local: processes at once, each its own GPU or share of the cores')
+    abl.add_argument('--unit', choices=['notebook', 'train'], help="what runs a point: the experiment notebook (papermill) or the trainer, which resumes a requeued point from last.ckpt (default: train on submitit, else notebook)")
     for name, default in SLURM_OPTIONS.items():
         if name in ('sbatch', 'setup'): continue
         abl.add_argument(f"--{name.replace('_', '-')}", type=None if name == 'partition' else int, help=f'slurm: {name} per run (default {default})' if name != 'max_parallel' else f'slurm: runs at once (default {default})')
@@ -177,7 +178,7 @@ def main(argv:list[str]|None=None):
             if args.grid is None or args.batch_dir is None: raise ValueError('ablate needs a grid file and --batch-dir (or --status BATCH_DIR)')
             grid, slurm = ablate_options(args)
             if args.dry_run: return dry_run(grid, slurm, args.batch_dir)
-            results = run_grid(grid, args.batch_dir, executor=args.executor, workers=args.workers, slurm=slurm, wait=not args.no_wait)
+            results = run_grid(grid, args.batch_dir, executor=args.executor, workers=args.workers, slurm=slurm, wait=not args.no_wait, unit=args.unit)
             print(format_arms(summarize_arms(results)).to_string(index=False))
             print(f"\nresults: {args.batch_dir / 'results.csv'}")
             open_runs = results['status'].isin(['running elsewhere', 'unfinished'])
