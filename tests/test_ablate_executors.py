@@ -1,4 +1,5 @@
 "Ablation executors: local worker processes and submitit jobs give the sequential runner's results.csv; killed or requeued points end with the same metrics; two launches never run a point twice."
+import json
 import os
 import signal
 import subprocess
@@ -10,7 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from laretrieval.ablate import run_grid, run_submitit, grid_points, batch_status, format_status, sbatch_script
+from laretrieval.ablate import run_grid, run_submitit, grid_points, batch_status
+from laretrieval.experiment import DEFAULT_NOTEBOOK
 
 TINY = dict(builtin_clips=40, epochs=1, batch_size=8, audio_width=8, embed_dim=16, text_trainable_layers=0, eval_batch_size=32, num_threads=1)
 GRID = {**TINY, 'loss': ['ntxent', 'sigmoid'], 'seed': [0, 1]}
@@ -85,22 +87,27 @@ def test_a_killed_local_worker_point_is_rerun_with_the_same_metrics(sequential, 
     assert launched(batch)[run_id] == 2  # the killed attempt was set aside, the rerun finished
 
 
-def test_a_submitit_job_signalled_like_a_preemption_is_requeued_and_finishes(sequential, tmp_path):
-    "USR2 (what SLURM sends before a timeout or preemption) to a running job: PointJob.checkpoint requeues it; same metrics."
-    points = grid_points(GRID)
-    (tmp_path / 'grid.json').write_text(__import__('json').dumps(GRID))
-    jobs = run_submitit(points, tmp_path, __import__('laretrieval.experiment', fromlist=['x']).DEFAULT_NOTEBOOK, 'local',
-                        dict(SUBMITIT_LOCAL, max_parallel=4), finished=lambda *a: None, wait=False)
-    run_id, pid = _holder_pid(tmp_path)
-    time.sleep(2)
+def test_a_submitit_job_signalled_like_a_preemption_is_requeued_and_resumes(sequential, tmp_path):
+    """USR2 (what SLURM sends before a timeout or preemption) to a job past its first checkpoint: PointJob.checkpoint
+    requeues it, the rerun continues from last.ckpt (the trainer's --resume) and ends with the uninterrupted metrics."""
+    grid = {**GRID, 'checkpoint_every': 1, 'epochs': 2}  # a checkpoint after every step: there is something to resume
+    uninterrupted = run_grid(grid, tmp_path / 'reference', executor='submitit-local', slurm=SUBMITIT_LOCAL, progress=False)
+    points = grid_points(grid)
+    batch = tmp_path / 'batch'; batch.mkdir()
+    jobs = run_submitit(points[:1], batch, DEFAULT_NOTEBOOK, 'local', SUBMITIT_LOCAL, finished=lambda *a: None, wait=False)
+    run_dir = batch / 'runs' / points[0][1]
+    deadline = time.time() + 120
+    while not (run_dir / 'last.ckpt').exists() and time.time() < deadline: time.sleep(0.05)
+    pid = int((batch / 'locks' / f'{points[0][1]}.lock').read_text().split()[1])
     os.kill(pid, signal.SIGUSR2)
-    for job in jobs: job.result()
-    batch_status(tmp_path)
-    same_results(tmp_path, sequential)
-    assert launched(tmp_path)[run_id] == 2
-    job = jobs[[p[1] for p in points].index(run_id)]
-    logs = (job.stdout() or '') + (job.stderr() or '')
-    assert 'Requeued job' in logs and 'checkpoint' in logs.lower(), logs[-2000:]
+    jobs[0].result()
+    logs = (jobs[0].stdout() or '') + (jobs[0].stderr() or '')
+    assert 'Requeued job' in logs and 'continuing from' in logs and '(--resume)' in logs, logs[-3000:]
+    (batch / 'grid.json').write_text(json.dumps(grid))
+    row = batch_status(batch).iloc[0]
+    assert row['status'] == 'done'
+    metrics = [c for c in uninterrupted.columns if c.startswith(('t2a_', 'a2t_'))] + ['best_epoch']
+    assert row[metrics].tolist() == uninterrupted.iloc[0][metrics].tolist()
 
 
 def test_two_launches_on_one_batch_dir_run_each_point_once(sequential, tmp_path):
