@@ -296,7 +296,10 @@ class PointJob:
     "One grid point as a submitit job; on preemption or timeout submitit requeues it (`checkpoint`)."
     def __init__(self, params:dict, run_id:str, batch_dir:Path, notebook:str|Path, unit:str='train'):
         self.params, self.run_id, self.batch_dir, self.notebook, self.unit = params, run_id, str(batch_dir), str(notebook), unit
-    def __call__(self)->float|None: return run_point(self.params, self.run_id, Path(self.batch_dir), self.notebook, self.unit)
+    def __call__(self)->float|None:
+        cpus = os.environ.get('SLURM_CPUS_PER_TASK')  # torch would otherwise start a thread per core of the node
+        if cpus: os.environ.setdefault('LARETRIEVAL_NUM_THREADS', cpus)
+        return run_point(self.params, self.run_id, Path(self.batch_dir), self.notebook, self.unit)
     def checkpoint(self, *args, **kwargs):
         "Requeue this very job: the rerun claims the point again and continues it from last.ckpt (unit 'train')."
         from submitit.helpers import DelayedSubmission

@@ -70,6 +70,7 @@ def search_command(args)->int:
 # %% ../nbs/16_cli.ipynb #a7b1e018
 def ablate_options(args)->tuple[dict, dict]:
     "The grid (without its 'slurm:' mapping) and the SLURM options: the grid file's, then the command line's."
+    if args.workers != 1 and args.executor != 'local': raise ValueError(f"--workers {args.workers} needs --executor local")
     grid = read_params_file(args.grid)
     slurm = dict(grid.pop('slurm', None) or {})
     slurm.update({k: getattr(args, k) for k in SLURM_OPTIONS if k not in ('sbatch', 'setup') and getattr(args, k) is not None})
