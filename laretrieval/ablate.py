@@ -6,7 +6,7 @@ Docs: https://laretrieval.github.io/laretrieval/ablate.html.md"""
 
 # %% ../nbs/13_ablate.ipynb #28e45d8e
 from __future__ import annotations
-import contextlib, fcntl, hashlib, itertools, json, os, re, socket, sys, time, traceback, typing
+import contextlib, fcntl, hashlib, itertools, json, os, re, shlex, socket, sys, time, traceback, typing
 from pathlib import Path
 
 import pandas as pd
@@ -16,8 +16,10 @@ from .config import ExperimentConfig, atomic_write
 from .experiment import DEFAULT_NOTEBOOK, run_experiment, load_metrics, metric_names
 
 # %% auto #0
-__all__ = ['expand_grid', 'arm_of', 'run_id_of', 'flatten_metrics', 'try_lock', 'locked', 'claim_point', 'read_result',
-           'point_row', 'write_results', 'run_point', 'run_grid', 'summarize_arms', 'format_arms', 'plot_arms',
+__all__ = ['SLURM_OPTIONS', 'STATUS_WORDS', 'expand_grid', 'arm_of', 'run_id_of', 'grid_points', 'flatten_metrics', 'try_lock',
+           'locked', 'claim_point', 'read_result', 'point_row', 'write_results', 'execute_point', 'run_point',
+           'run_grid', 'summarize_arms', 'format_arms', 'worker_env', 'run_local', 'PointJob', 'submitit_parameters',
+           'sbatch_script', 'run_submitit', 'run_with_executor', 'batch_status', 'format_status', 'plot_arms',
            'validation_curves', 'plot_validation_curves', 'per_query_by_arm', 'compare_arms']
 
 # %% ../nbs/13_ablate.ipynb #ee734278
@@ -41,6 +43,11 @@ def run_id_of(params:dict, varied:list[str])->str:
     digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
     name = '_'.join(f'{k}-{params[k]}' for k in varied) or 'run'
     return ''.join(c if c.isalnum() or c in '-_.' else '-' for c in name) + '_' + digest
+
+def grid_points(grid:dict)->list[tuple]:
+    "(params, run_id, arm) of every grid point, in grid order."
+    varied = [k for k, v in grid.items() if isinstance(v, list)]
+    return [(params, run_id_of(params, varied), arm_of(params, varied)) for params in expand_grid(grid)]
 
 # %% ../nbs/13_ablate.ipynb #ffe3ecc1
 def flatten_metrics(metrics:dict)->dict:
@@ -120,9 +127,22 @@ def write_results(points:list[tuple], # (params, run_id, arm) of every grid poin
     return table
 
 # %% ../nbs/13_ablate.ipynb #7f3c19d0
+def execute_point(params:dict, run_id:str, batch_dir:Path, notebook:str|Path=DEFAULT_NOTEBOOK,
+                  unit:str='notebook', # 'notebook': papermill runs the experiment notebook; 'train': the trainer, resumable
+                 ):
+    "Run the point into runs/<run_id>/: the notebook, or `laretrieval train` continuing a killed attempt from its last.ckpt."
+    run_dir = batch_dir / 'runs' / run_id
+    if unit == 'notebook': return run_experiment(params, run_id=run_id, runs_dir=batch_dir / 'runs', notebook=notebook, progress=False)
+    if unit != 'train': raise ValueError(f"unit must be 'notebook' or 'train', got {unit!r}")
+    from laretrieval.pipeline import run_training
+    resume = (run_dir / 'last.ckpt').exists()
+    if resume: tqdm.write(f"{run_id}: continuing from {run_dir / 'last.ckpt'} (--resume)", file=sys.stderr)
+    run_training(ExperimentConfig.from_dict({**params, 'output_dir': str(run_dir)}), run_dir, resume=resume, overwrite=not resume, progress=False)
+
 def run_point(params:dict, run_id:str, # the grid point
               batch_dir:Path,          # the batch: runs/<run_id>/ is its folder
               notebook:str|Path=DEFAULT_NOTEBOOK,
+              unit:str='notebook',     # see execute_point
              )->float|None:
     "Run one point unless another process holds it or it finished; the seconds it took (None: not run here)."
     run_dir = batch_dir / 'runs' / run_id
@@ -136,7 +156,7 @@ def run_point(params:dict, run_id:str, # the grid point
         if problem: tqdm.write(f'{problem}\n-> running {run_id} again', file=sys.stderr)
         start = time.perf_counter()
         try:
-            run_experiment(params, run_id=run_id, runs_dir=batch_dir / 'runs', notebook=notebook, progress=False)
+            execute_point(params, run_id, batch_dir, notebook, unit)
             seconds = time.perf_counter() - start
             with atomic_write(run_dir / 'timing.json') as f: f.write(json.dumps(dict(seconds=seconds)))
         except Exception as e:
@@ -147,21 +167,28 @@ def run_point(params:dict, run_id:str, # the grid point
             with atomic_write(run_dir / 'failure.json') as f: f.write(json.dumps(failure, indent=2))
         return seconds
 
+# %% ../nbs/13_ablate.ipynb #1b09d092
 def run_grid(grid:dict,                      # see expand_grid
-             batch_dir:str|Path,             # holds runs/, locks/ and results.csv
+             batch_dir:str|Path,             # holds grid.json, runs/, locks/ and results.csv
              notebook:str|Path=DEFAULT_NOTEBOOK,
-             progress:bool=True)->pd.DataFrame:
+             progress:bool=True,
+             executor:str='sequential',      # 'sequential' (this process), 'local' (worker processes), 'slurm' or 'submitit-local' (submitit jobs)
+             workers:int=1,                  # executor 'local': processes, one point each at a time
+             slurm:dict|None=None,           # submitit executors: see submitit_parameters
+             wait:bool=True,                 # submitit executors: wait for the jobs (False: return once they are queued)
+             unit:str|None=None,             # see execute_point; None: 'train' (resumable) on submitit, else 'notebook'
+            )->pd.DataFrame:
     "Run every grid point not finished and not running elsewhere; return the results table (a row per grid point)."
-    batch_dir = Path(batch_dir)
-    varied = [k for k, v in grid.items() if isinstance(v, list)]
-    points = [(params, run_id_of(params, varied), arm_of(params, varied)) for params in expand_grid(grid)]
+    batch_dir = Path(batch_dir); points = grid_points(grid)
     batch_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(batch_dir / 'grid.json') as f: f.write(json.dumps(grid, indent=2))
     executed = set()
     write_results(points, batch_dir, executed)
+    unit = unit or ('train' if executor in ('slurm', 'submitit-local') else 'notebook')
+    if executor != 'sequential': return run_with_executor(points, batch_dir, notebook, executor, workers, slurm, wait, unit)
     bar = tqdm(points, desc='runs', disable=not progress)
     for params, run_id, _ in bar:
-        if run_point(params, run_id, batch_dir, notebook) is None: continue
+        if run_point(params, run_id, batch_dir, notebook, unit) is None: continue
         executed.add(run_id)
         table = write_results(points, batch_dir, executed)
         bar.set_postfix(executed=len(executed), failed=int(((table['status'] == 'failed') & table['executed']).sum()))
@@ -219,6 +246,162 @@ def format_arms(summary:pd.DataFrame,        # summarize_arms's table
     if 'first error' in summary and summary['first error'].notna().any():
         out['first error'] = [_one_line(e) for e in summary['first error']]
     return out
+
+# %% ../nbs/13_ablate.ipynb #1057831e
+def worker_env(worker:int,          # this worker's slot, 0..workers-1
+               workers:int,         # processes running at once
+               gpus:int|None=None,  # GPUs on the machine (None: ask torch)
+               cpus:int|None=None,  # CPU cores (None: os.cpu_count())
+              )->dict:
+    "Environment of one local worker: its own GPU (CUDA_VISIBLE_DEVICES), or on CPU its share of the threads."
+    if gpus is None:
+        import torch; gpus = torch.cuda.device_count()
+    if gpus: return {'CUDA_VISIBLE_DEVICES': str(worker % gpus)}
+    share = str(max(1, (cpus or os.cpu_count() or 1) // workers))
+    return {'CUDA_VISIBLE_DEVICES': '', 'LARETRIEVAL_NUM_THREADS': share, 'OMP_NUM_THREADS': share, 'MKL_NUM_THREADS': share}
+
+def _start_worker(slots, workers:int, gpus:int):
+    "Pool initializer: take a free slot and set this process's device or thread share before torch loads."
+    os.environ.update(worker_env(slots.get(), workers, gpus))
+
+# %% ../nbs/13_ablate.ipynb #74d503eb
+def run_local(todo:list[tuple],  # (params, run_id, arm) of the points to run
+              batch_dir:Path, notebook:str|Path,
+              workers:int,       # processes, one point each at a time
+              finished,          # called with (run_id, seconds or None) as each point ends
+              retries:int=2,     # fresh pools for the points of a worker that died
+              unit:str='notebook', # see execute_point
+             ):
+    "Run `todo` on a pool of `workers` processes (spawned, each with its own device or thread share)."
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+    ctx = multiprocessing.get_context('spawn')
+    import torch; gpus = torch.cuda.device_count()
+    for attempt in range(retries + 1):
+        slots = ctx.Queue()
+        for i in range(workers): slots.put(i)
+        lost = []
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker, initargs=(slots, workers, gpus)) as pool:
+            futures = {pool.submit(run_point, params, run_id, batch_dir, notebook, unit): (params, run_id, arm) for params, run_id, arm in todo}
+            for fut in as_completed(futures):
+                try: finished(futures[fut][1], fut.result())
+                except BrokenProcessPool: lost.append(futures[fut]); finished(futures[fut][1], None)
+        if not lost: return
+        todo = [p for p in todo if p in lost]
+        tqdm.write(f'a worker died: {len(lost)} point(s) go to a fresh pool ({", ".join(p[1] for p in lost)})', file=sys.stderr)
+
+# %% ../nbs/13_ablate.ipynb #6522b7dc
+class PointJob:
+    "One grid point as a submitit job; on preemption or timeout submitit requeues it (`checkpoint`)."
+    def __init__(self, params:dict, run_id:str, batch_dir:Path, notebook:str|Path, unit:str='train'):
+        self.params, self.run_id, self.batch_dir, self.notebook, self.unit = params, run_id, str(batch_dir), str(notebook), unit
+    def __call__(self)->float|None:
+        cpus = os.environ.get('SLURM_CPUS_PER_TASK')  # torch would otherwise start a thread per core of the node
+        if cpus: os.environ.setdefault('LARETRIEVAL_NUM_THREADS', cpus)
+        return run_point(self.params, self.run_id, Path(self.batch_dir), self.notebook, self.unit)
+    def checkpoint(self, *args, **kwargs):
+        "Requeue this very job: the rerun claims the point again and continues it from last.ckpt (unit 'train')."
+        from submitit.helpers import DelayedSubmission
+        return DelayedSubmission(self)
+
+SLURM_OPTIONS = dict(partition=None,  # the partition to queue on
+                     gpus=1,          # GPUs per run
+                     cpus=8,          # CPU cores per run
+                     mem_gb=None,     # memory per run (None: the partition's default)
+                     time_min=1440,   # time limit per run, in minutes: a run past it is requeued
+                     max_parallel=4,  # runs of the array at once
+                     sbatch={},       # extra #SBATCH options, e.g. {'account': 'proj', 'qos': 'normal'}
+                     setup=[])        # shell lines before the run, e.g. ['source .venv/bin/activate']
+
+def submitit_parameters(slurm:dict|None=None)->dict:
+    "submitit AutoExecutor parameters from SLURM_OPTIONS-style options; an unknown option is an error."
+    unknown = set(slurm or {}) - set(SLURM_OPTIONS)
+    if unknown: raise ValueError(f"unknown slurm option(s) {sorted(unknown)}; known: {sorted(SLURM_OPTIONS)}")
+    s = {**SLURM_OPTIONS, **(slurm or {})}
+    p = dict(name='laretrieval-ablate', timeout_min=int(s['time_min']), gpus_per_node=int(s['gpus']), cpus_per_task=int(s['cpus']),
+             nodes=1, tasks_per_node=1, slurm_additional_parameters=dict(s['sbatch']), slurm_setup=list(s['setup']),
+             slurm_array_parallelism=int(s['max_parallel']))
+    if s['partition']: p['slurm_partition'] = s['partition']
+    if s['mem_gb']: p['mem_gb'] = int(s['mem_gb'])
+    return p
+
+# %% ../nbs/13_ablate.ipynb #713a5e7d
+def sbatch_script(n_points:int,             # the pending points: the array's size
+                  batch_dir:str|Path,       # the batch, on storage every node sees
+                  slurm:dict|None=None,     # see SLURM_OPTIONS
+                 )->str:
+    "The sbatch script submitit writes for `n_points` pending points (a job array), without submitting it."
+    from submitit.slurm.slurm import _make_sbatch_string
+    p, folder = submitit_parameters(slurm), Path(batch_dir).resolve() / 'submitit' / '%j'
+    extra = dict(partition=p.get('slurm_partition'), mem=f"{p['mem_gb']}GB" if 'mem_gb' in p else None)
+    return _make_sbatch_string(command=f'{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(str(folder))}',
+                               folder=folder, job_name=p['name'], time=p['timeout_min'], nodes=1, ntasks_per_node=1,
+                               cpus_per_task=p['cpus_per_task'], gpus_per_node=p['gpus_per_node'], map_count=n_points,
+                               array_parallelism=p['slurm_array_parallelism'], setup=p['slurm_setup'],
+                               additional_parameters=p['slurm_additional_parameters'], **{k: v for k, v in extra.items() if v})
+
+# %% ../nbs/13_ablate.ipynb #b69b37cf
+def run_submitit(todo:list[tuple], batch_dir:Path, notebook:str|Path,
+                 cluster:str,          # 'slurm' or 'local' (submitit's local executor: real subprocesses)
+                 slurm:dict|None,      # see SLURM_OPTIONS
+                 finished,             # called with (run_id, seconds or None) as each job ends
+                 wait:bool=True,       # False: return the jobs once queued
+                 unit:str='train',     # see execute_point
+                )->list:
+    "One checkpointable submitit job per point (a job array); wait for each and report it; the jobs."
+    import submitit
+    ex = submitit.AutoExecutor(folder=batch_dir / 'submitit' / '%j', cluster=cluster)
+    ex.update_parameters(**submitit_parameters(slurm))
+    size = len(todo) if cluster == 'slurm' else max(1, int((slurm or {}).get('max_parallel', SLURM_OPTIONS['max_parallel'])))
+    jobs = []
+    for start in range(0, len(todo), size):  # the local executor has no array throttle: waves of max_parallel
+        wave = todo[start:start + size]
+        queued = ex.submit_array([PointJob(params, run_id, batch_dir, notebook, unit) for params, run_id, _ in wave])
+        tqdm.write(f"queued {len(queued)} job(s): {', '.join(j.job_id for j in queued)}", file=sys.stderr); jobs += queued
+        if not wait: continue
+        for job, (_, run_id, _) in zip(queued, wave):
+            try: seconds = job.result()
+            except Exception as e:
+                seconds = None; tqdm.write(f'{run_id}: job {job.job_id} ended without a result ({type(e).__name__}); see --status', file=sys.stderr)
+            finished(run_id, seconds)
+    return jobs
+
+# %% ../nbs/13_ablate.ipynb #6fe24f41
+def run_with_executor(points:list[tuple], batch_dir:Path, notebook:str|Path, executor:str, workers:int=1,
+                      slurm:dict|None=None, wait:bool=True, unit:str='notebook')->pd.DataFrame:
+    "Run the unfinished points on `executor` ('local', 'slurm', 'submitit-local'), rebuilding results.csv as each ends."
+    if executor not in ('local', 'slurm', 'submitit-local'):
+        raise ValueError(f"executor must be 'sequential', 'local', 'slurm' or 'submitit-local', got {executor!r}")
+    todo = [p for p in points if read_result(batch_dir / 'runs' / p[1])[0] is None]
+    executed = set()
+    def finished(run_id, seconds):
+        if seconds is not None: executed.add(run_id)
+        write_results(points, batch_dir, executed)
+    if executor == 'local': run_local(todo, batch_dir, notebook, workers, finished, unit=unit)
+    else: run_submitit(todo, batch_dir, notebook, 'slurm' if executor == 'slurm' else 'local', slurm, finished, wait, unit)
+    return write_results(points, batch_dir, executed)
+
+# %% ../nbs/13_ablate.ipynb #ae767219
+STATUS_WORDS = {'done': 'done', 'running elsewhere': 'running', 'failed': 'failed', 'unfinished': 'pending'}
+
+def batch_status(batch_dir:str|Path)->pd.DataFrame:
+    "Every point's row now, rebuilt from the run folders of the batch (results.csv is rewritten too)."
+    batch_dir = Path(batch_dir)
+    if not (batch_dir / 'grid.json').exists(): raise FileNotFoundError(f"{batch_dir / 'grid.json'} not found: not a batch dir")
+    return write_results(grid_points(json.loads((batch_dir / 'grid.json').read_text())), batch_dir)
+
+def format_status(table:pd.DataFrame, batch_dir:str|Path)->str:
+    "Counts of done / running / failed / pending, then each failed point (cell, error) and each running one (holder)."
+    status = table['status'].map(STATUS_WORDS)
+    lines = [' / '.join(f'{(status == s).sum()} {s}' for s in ('done', 'running', 'failed', 'pending')) + f'  ({len(table)} points)']
+    for r in table[status == 'failed'].to_dict('records'):
+        cell = r.get('failed_cell'); cell = '' if cell is None or pd.isna(cell) else f'cell {int(cell)}: '
+        lines.append(f"failed   {r['run_id']} ({r['arm']}, seed {r['seed']}): {cell}{_one_line(r.get('error'))}")
+    for r in table[status == 'running'].to_dict('records'):
+        holder = (Path(batch_dir) / 'locks' / f"{r['run_id']}.lock").read_text().strip()
+        lines.append(f"running  {r['run_id']} ({r['arm']}, seed {r['seed']}): {holder}")
+    return '\n'.join(lines)
 
 # %% ../nbs/13_ablate.ipynb #02d6b33a
 def plot_arms(results:pd.DataFrame, metric:str='t2a_mAP@10', ax=None):

@@ -15,11 +15,11 @@ from pathlib import Path
 import yaml
 
 from .experiment import run_experiment, load_metrics, metrics_table, check_run_id
-from .ablate import run_grid, summarize_arms, format_arms
+from .ablate import run_grid, summarize_arms, format_arms, batch_status, format_status, grid_points, read_result, sbatch_script, SLURM_OPTIONS
 from .config import ExperimentConfig
 
 # %% auto #0
-__all__ = ['parse_overrides', 'read_params_file', 'search_command', 'main']
+__all__ = ['parse_overrides', 'read_params_file', 'search_command', 'ablate_options', 'dry_run', 'main']
 
 # %% ../nbs/16_cli.ipynb #2f709e42
 def parse_overrides(pairs:list[str])->dict:
@@ -66,6 +66,26 @@ def search_command(args)->int:
         print(result.per_class.to_string(index=False))
         print(f"\naccuracy {result.accuracy:.4f} (chance {result.chance:.4f}) over {int(result.per_class['files'].sum())} files; skipped {len(result.skipped)}")
     return 0
+
+# %% ../nbs/16_cli.ipynb #a7b1e018
+def ablate_options(args)->tuple[dict, dict]:
+    "The grid (without its 'slurm:' mapping) and the SLURM options: the grid file's, then the command line's."
+    if args.workers != 1 and args.executor != 'local': raise ValueError(f"--workers {args.workers} needs --executor local")
+    grid = read_params_file(args.grid)
+    slurm = dict(grid.pop('slurm', None) or {})
+    slurm.update({k: getattr(args, k) for k in SLURM_OPTIONS if k not in ('sbatch', 'setup') and getattr(args, k) is not None})
+    if args.sbatch: slurm['sbatch'] = {**slurm.get('sbatch', {}), **parse_overrides(args.sbatch)}
+    if args.setup: slurm['setup'] = [*slurm.get('setup', []), *args.setup]
+    return grid, slurm
+
+def dry_run(grid:dict, slurm:dict, batch_dir:Path)->int:
+    "Write BATCH_DIR/submitit/ablate.sbatch for the pending points, print it, submit nothing."
+    pending = [p for p in grid_points(grid) if read_result(batch_dir / 'runs' / p[1])[0] is None]
+    script = sbatch_script(len(pending), batch_dir, slurm)
+    (batch_dir / 'submitit').mkdir(parents=True, exist_ok=True); (batch_dir / 'submitit' / 'ablate.sbatch').write_text(script)
+    print(script); print(f"# {len(pending)} pending point(s); written to {batch_dir / 'submitit' / 'ablate.sbatch'}")
+    return 0
+
 
 # %% ../nbs/16_cli.ipynb #952a7d34
 def main(argv:list[str]|None=None):
@@ -137,12 +157,29 @@ def main(argv:list[str]|None=None):
     clu.add_argument('--output', type=Path, required=True, help='labels CSV (file_name, caption_index, caption, cluster)')
     clu.add_argument('--seed', type=int, default=0, help='k-means seed')
     abl = sub.add_parser('ablate', help='run a grid of experiments (YAML: lists are axes) and print mean ± std per arm')
-    abl.add_argument('grid', type=Path, help='YAML file: ExperimentConfig fields, lists are the axes to vary')
-    abl.add_argument('--batch-dir', type=Path, required=True, help='holds runs/ and results.csv; rerunning resumes')
+    abl.add_argument('grid', type=Path, nargs='?', help="YAML file: ExperimentConfig fields, lists are the axes to vary; a 'slurm:' mapping holds SLURM options")
+    abl.add_argument('--batch-dir', type=Path, help='holds runs/ and results.csv; rerunning resumes (on SLURM: shared storage)')
+    abl.add_argument('--status', type=Path, metavar='BATCH_DIR', help='print done / running / failed / pending of a batch, with each failure')
+    abl.add_argument('--executor', choices=['sequential', 'local', 'slurm', 'submitit-local'], default='sequential',
+                     help="sequential: one point after another here; local: --workers processes; slurm: submitit jobs (submitit-local: the same jobs as local subprocesses)")
+    abl.add_argument('--workers', type=int, default=1, help='local: processes at once, each its own GPU or share of the cores')
+    abl.add_argument('--unit', choices=['notebook', 'train'], help="what runs a point: the experiment notebook (papermill) or the trainer, which resumes a requeued point from last.ckpt (default: train on submitit, else notebook)")
+    for name, default in SLURM_OPTIONS.items():
+        if name in ('sbatch', 'setup'): continue
+        abl.add_argument(f"--{name.replace('_', '-')}", type=None if name == 'partition' else int, help=f'slurm: {name} per run (default {default})' if name != 'max_parallel' else f'slurm: runs at once (default {default})')
+    abl.add_argument('--sbatch', action='append', default=[], metavar='KEY=VALUE', help='slurm: an extra #SBATCH option, e.g. account=proj')
+    abl.add_argument('--setup', action='append', default=[], metavar='LINE', help="slurm: a shell line before each run, e.g. 'source .venv/bin/activate'")
+    abl.add_argument('--dry-run', action='store_true', help='slurm: write and print the sbatch script for the pending points; submit nothing')
+    abl.add_argument('--no-wait', action='store_true', help='slurm: return once the jobs are queued (follow them with --status)')
     args = parser.parse_args(argv)
     try:
         if args.command == 'ablate':
-            results = run_grid(read_params_file(args.grid), args.batch_dir)
+            if args.status is not None:
+                print(format_status(batch_status(args.status), args.status)); return 0
+            if args.grid is None or args.batch_dir is None: raise ValueError('ablate needs a grid file and --batch-dir (or --status BATCH_DIR)')
+            grid, slurm = ablate_options(args)
+            if args.dry_run: return dry_run(grid, slurm, args.batch_dir)
+            results = run_grid(grid, args.batch_dir, executor=args.executor, workers=args.workers, slurm=slurm, wait=not args.no_wait, unit=args.unit)
             print(format_arms(summarize_arms(results)).to_string(index=False))
             print(f"\nresults: {args.batch_dir / 'results.csv'}")
             open_runs = results['status'].isin(['running elsewhere', 'unfinished'])
