@@ -125,7 +125,7 @@ def test_two_launches_on_one_batch_dir_run_each_point_once(sequential, tmp_path)
 
 
 def test_dry_run_writes_the_sbatch_script_of_the_pending_points(tmp_path):
-    cmd = [sys.executable, '-m', 'laretrieval.cli', 'ablate', 'data/configs/ablate_loss_slurm.yaml', '--batch-dir', str(tmp_path),
+    cmd = [sys.executable, '-m', 'laretrieval.cli', 'ablate', 'data/grids/ablate_loss_slurm.yaml', '--batch-dir', str(tmp_path),
            '--executor', 'slurm', '--dry-run', '--time-min', '600', '--sbatch', 'qos=long']
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent).stdout
     script = (tmp_path / 'submitit' / 'ablate.sbatch').read_text()

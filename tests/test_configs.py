@@ -80,3 +80,14 @@ def test_every_numeric_and_choice_field_has_a_rule():
 def test_the_shipped_configs_pass_the_range_checks():
     for path in sorted(CONFIGS.glob('*.yaml')):
         ExperimentConfig.from_dict(yaml.safe_load(path.read_text()) or {})
+
+
+def test_the_shipped_grids_expand_to_valid_configs():
+    "data/grids/*.yaml are `laretrieval ablate` grids: lists are axes, a `slurm:` mapping holds the cluster options."
+    from laretrieval.ablate import expand_grid
+    grids = sorted((CONFIGS.parent / 'grids').glob('*.yaml'))
+    assert grids
+    for path in grids:
+        grid = yaml.safe_load(path.read_text())
+        points = expand_grid({k: v for k, v in grid.items() if k != 'slurm'})  # every point checked as an ExperimentConfig
+        assert len(points) == 6 and {p['loss'] for p in points} == {'ntxent', 'sigmoid'}, path
