@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from .metrics import metrics_from_ranks, _stable_topk
+from .config import atomic_write
 from .corpora import LoadReport, read_csv_rows
 
 # %% auto #0
@@ -96,7 +97,7 @@ def export_submission(path:str|Path,                 # the CSV to write
         seen[q] = i
     names = np.asarray(fnames, dtype=object)[top_indices[:, :k].cpu().numpy()]
     df = pd.DataFrame(names, columns=fname_columns(k)); df.insert(0, 'caption', list(queries))
-    df.to_csv(path, index=False)
+    with atomic_write(path) as f: df.to_csv(f, index=False)  # a killed or failed write leaves no half ranking file
     return df
 
 # %% ../nbs/07c_submission.ipynb #9a23171a
