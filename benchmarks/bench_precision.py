@@ -31,7 +31,8 @@ def main():
     from lightning_fabric import Fabric
     from laretrieval.config import ExperimentConfig, seed_everything
     from laretrieval.model import build_model
-    from laretrieval.train import TrainingStep, stage_loss
+    from laretrieval.objectives import build_loss
+    from laretrieval.train import TrainingStep
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         text_model = roberta_large_folder(folder, layers)
@@ -40,7 +41,7 @@ def main():
             cfg = ExperimentConfig(audio_encoder='passt', passt_pretrained=False, sample_rate=32000, text_encoder=text_model,
                                    text_pooling='first', text_trainable_layers=-1, embed_dim=1024, batch_size=batch, precision=precision)
             fabric = Fabric(accelerator='cuda' if gpu else 'cpu', devices=1, precision=precision)
-            step = TrainingStep(build_model(cfg), stage_loss(cfg))
+            step = TrainingStep(build_model(cfg), build_loss(cfg))
             optimizer = torch.optim.AdamW(step.parameters(), lr=2e-5)
             fabric_step, optimizer = fabric.setup(step, optimizer)
             waves = fabric.to_device(torch.randn(batch, int(args.seconds * 32000)) * 0.1)

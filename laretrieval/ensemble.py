@@ -1,4 +1,4 @@
-"""Several models' caption × clip similarities combined (z-scored, weighted, weights chosen on validation), and the distillation teacher (`TeacherTargets`) exported from models or from an ensemble.
+"""Several models' caption × clip similarities combined (z-scored, weighted, weights chosen on validation), and an ensemble as a distillation teacher (`ensemble_teacher`).
 
 Docs: https://laretrieval.github.io/laretrieval/ensemble.html.md"""
 
@@ -13,13 +13,13 @@ import torch
 
 from .config import atomic_write
 from .datasets import AudioCaptionDataset
-from .losses import positive_mask, teacher_similarity
+from .losses import positive_mask
 from .metrics import evaluate_retrieval, retrieval_metrics, summarize
+from .teachers import TeacherTargets
 
 # %% auto #0
-__all__ = ['MAX_GRID_MODELS', 'MAX_GRID_POINTS', 'CAPTION_HINT', 'CLIP_HINT', 'zscore', 'combine_similarities',
-           'evaluate_ensemble', 'simplex_grid', 'choose_weights', 'model_similarities', 'MissingTeacherKey',
-           'caption_rows', 'TeacherTargets', 'ensemble_teacher']
+__all__ = ['MAX_GRID_MODELS', 'MAX_GRID_POINTS', 'zscore', 'combine_similarities', 'evaluate_ensemble', 'simplex_grid',
+           'choose_weights', 'model_similarities', 'ensemble_teacher']
 
 # %% ../nbs/12_ensemble.ipynb #8c6e4cd6
 def _standardised(sim:torch.Tensor)->torch.Tensor:
@@ -136,167 +136,6 @@ def model_similarities(models:list,          # DualEncoders, already on `device`
         elif (list(text_keys), list(audio_keys)) != keys: raise ValueError(f"model {n} gives other relevance keys than model 0 on the same dataset")
         sims.append(sim)
     return sims, keys[0], keys[1]
-
-# %% ../nbs/12_ensemble.ipynb #8762b93e
-class MissingTeacherKey(KeyError, ValueError):
-    "A caption text or clip id the teacher was not exported for."
-    def __str__(self): return str(self.args[0])
-
-def _index(keys:list, what:str)->dict:
-    "key -> position, refusing repeated keys."
-    index = {}
-    for n, k in enumerate(keys):
-        if k in index: raise ValueError(f"{what} must be distinct; {k!r} appears at positions {index[k]} and {n}")
-        index[k] = n
-    return index
-
-def _positions(index:dict, keys:list, what:str, hint:str)->torch.Tensor:
-    "Positions of `keys` in `index`; a MissingTeacherKey naming the first missing key and how many miss."
-    missing = [k for k in keys if k not in index]
-    if missing: raise MissingTeacherKey(f"{len(missing)} of the batch's {len(keys)} {what} are not in the teacher (first: {missing[0]!r}); {hint}")
-    return torch.tensor([index[k] for k in keys], dtype=torch.long)
-
-def _first_rows(texts:list[str])->tuple[list[str], torch.Tensor, torch.Tensor]:
-    "Distinct texts in order of first appearance, the row of each one's first appearance, and each row's distinct index."
-    first, inverse = {}, []
-    for n, t in enumerate(texts): inverse.append(first.setdefault(t, (len(first), n))[0])
-    return list(first), torch.tensor([n for _, n in first.values()], dtype=torch.long), torch.tensor(inverse, dtype=torch.long)
-
-def _check_duplicate_rows(rows:torch.Tensor, texts:list[str], atol:float, what:str):
-    "Rows of identical texts must agree within `atol`: a caption's row depends only on its text."
-    distinct, first, inverse = _first_rows(texts)
-    if len(distinct) == len(texts): return distinct, first
-    gap = (rows - rows[first[inverse]]).abs().flatten(1).amax(1)
-    bad = (gap > atol).nonzero()[:, 0]
-    if len(bad): raise ValueError(f"{what} of identical caption texts differ (by {gap[bad[0]].item():.3g} > {atol:g}) for {len(bad)} rows; "
-                                  f"first: {texts[int(bad[0])]!r}; a caption's teacher row must depend on its text alone (dropout on? captions augmented?)")
-    return distinct, first
-
-def caption_rows(dataset:AudioCaptionDataset)->list[str]:
-    "The caption text of each caption row `embed_split` gives on a per-clip dataset: every caption of every clip, in order."
-    if not isinstance(dataset, AudioCaptionDataset) or dataset.per_caption or dataset.random_caption:
-        raise ValueError("teachers are exported on a per-clip AudioCaptionDataset holding all captions of each clip "
-                         "(per_caption=False, random_caption=False, no augmenting wrapper)")
-    return [caption for clip in dataset.clips for caption in clip.captions]
-
-# %% ../nbs/12_ensemble.ipynb #0e885c5e
-CAPTION_HINT = ("a teacher must be exported for the same training captions the student sees (caption texts changed, "
-                "e.g. by word augmentation or extra captions added later, are not in it: look targets up by the original text, or re-export)")
-CLIP_HINT = "a teacher must be exported on the same training split (clip ids) as the student's"
-
-class TeacherTargets:
-    "Teachers' caption x clip correspondences for distillation, looked up by caption text (rows) and clip id (columns)."
-    FORMAT, VERSION = 'laretrieval.TeacherTargets', 1
-
-    def __init__(self, caption_texts:list[str],                     # distinct caption texts: the rows
-                 clip_ids:list[str],                                # distinct clip ids: the columns
-                 text_embeddings:list[torch.Tensor]|None=None,      # embeddings form: per teacher (n_texts, D_k)
-                 audio_embeddings:list[torch.Tensor]|None=None,     # embeddings form: per teacher (n_clips, D_k)
-                 matrix:torch.Tensor|None=None,                     # matrix form: (n_texts, n_clips) correspondences
-                 n_teachers:int|None=None):                         # matrix form: how many models it averages (default 1)
-        self.caption_texts, self.clip_ids = list(caption_texts), list(clip_ids)
-        self._text_index, self._clip_index = _index(self.caption_texts, 'caption texts'), _index(self.clip_ids, 'clip ids')
-        n_t, n_c = len(self.caption_texts), len(self.clip_ids)
-        if (matrix is None) == (text_embeddings is None and audio_embeddings is None):
-            raise ValueError("give either text_embeddings and audio_embeddings (embeddings form) or matrix (matrix form)")
-        if matrix is not None:
-            self.kind, self.text_embeddings, self.audio_embeddings = 'matrix', None, None
-            self.matrix = matrix.detach().float().cpu().contiguous()
-            if tuple(self.matrix.shape) != (n_t, n_c): raise ValueError(f"matrix has shape {tuple(self.matrix.shape)}, expected ({n_t} caption texts, {n_c} clips)")
-            if not torch.isfinite(self.matrix).all(): raise ValueError("the teacher matrix holds NaN or inf")
-            self.n_teachers = 1 if n_teachers is None else int(n_teachers)
-            return
-        text_embeddings, audio_embeddings = list(text_embeddings or []), list(audio_embeddings or [])
-        if not text_embeddings or len(text_embeddings) != len(audio_embeddings):
-            raise ValueError(f"need the same number (>0) of teachers' text and audio embeddings, got {len(text_embeddings)} and {len(audio_embeddings)}")
-        for k, (t, a) in enumerate(zip(text_embeddings, audio_embeddings)):
-            if t.dim() != 2 or a.dim() != 2 or t.shape[0] != n_t or a.shape[0] != n_c or t.shape[1] != a.shape[1]:
-                raise ValueError(f"teacher {k}: text {tuple(t.shape)} and audio {tuple(a.shape)} embeddings do not fit ({n_t} caption texts, {n_c} clips, one width)")
-        if n_teachers is not None and n_teachers != len(text_embeddings): raise ValueError(f"n_teachers={n_teachers} but {len(text_embeddings)} teachers' embeddings")
-        unit = lambda x: torch.nn.functional.normalize(x.detach().float().cpu(), dim=-1).contiguous()
-        self.kind, self.matrix, self.n_teachers = 'embeddings', None, len(text_embeddings)
-        self.text_embeddings, self.audio_embeddings = [unit(t) for t in text_embeddings], [unit(a) for a in audio_embeddings]
-
-    def targets(self, captions:list[str], # the batch's caption texts (rows)
-                clip_ids:list[str],       # the batch's clip ids (columns)
-               )->torch.Tensor:
-        "The teachers' (len(captions), len(clip_ids)) float32 correspondences for a batch."
-        rows = _positions(self._text_index, list(captions), 'caption texts', CAPTION_HINT)
-        cols = _positions(self._clip_index, list(clip_ids), 'clip ids', CLIP_HINT)
-        if self.kind == 'matrix': return self.matrix[rows[:, None], cols[None, :]]
-        return teacher_similarity([t[rows] for t in self.text_embeddings], [a[cols] for a in self.audio_embeddings])
-
-    @classmethod
-    def from_embeddings(cls, text_embeddings:list[torch.Tensor], # per teacher: (n_captions, D_k), a row per caption
-                        audio_embeddings:list[torch.Tensor],     # per teacher: (n_clips, D_k)
-                        caption_texts:list[str],                 # text of each caption row (repeats allowed)
-                        clip_ids:list[str],                      # id of each clip
-                        atol:float=1e-5)->TeacherTargets:        # how far rows of one text may differ
-        "Embeddings-form teacher from per-caption rows; identical texts share their first row."
-        text_embeddings = [torch.nn.functional.normalize(t.detach().float().cpu(), dim=-1) for t in text_embeddings]
-        if any(len(t) != len(caption_texts) for t in text_embeddings): raise ValueError(f"text embeddings have {[len(t) for t in text_embeddings]} rows for {len(caption_texts)} caption texts")
-        distinct, first = _check_duplicate_rows(torch.cat(text_embeddings, 1), list(caption_texts), atol, 'text embeddings')  # widths may differ
-        return cls(distinct, clip_ids, [t[first] for t in text_embeddings], audio_embeddings)
-
-    @classmethod
-    def from_similarity(cls, sim:torch.Tensor,        # (n_captions, n_clips): a row per caption
-                        caption_texts:list[str],      # text of each row (repeats allowed)
-                        clip_ids:list[str],           # id of each column
-                        n_teachers:int=1,             # how many models the matrix averages (recorded only)
-                        atol:float=1e-6)->TeacherTargets: # how far rows of one text may differ
-        "Matrix-form teacher from a caption x clip matrix; identical caption texts must have identical rows."
-        if sim.dim() != 2 or sim.shape[0] != len(caption_texts): raise ValueError(f"similarity of shape {tuple(sim.shape)} for {len(caption_texts)} caption texts")
-        sim = sim.detach().float().cpu()
-        distinct, first = _check_duplicate_rows(sim, list(caption_texts), atol, 'similarity rows')
-        return cls(distinct, clip_ids, matrix=sim[first], n_teachers=n_teachers)
-
-    @classmethod
-    def from_models(cls, models:list,               # trained DualEncoders (the teachers), already on `device`
-                    dataset:AudioCaptionDataset,    # per-clip training split holding all captions of each clip
-                    batch_size:int=64, device:str|torch.device='cpu', progress:bool=False)->TeacherTargets:
-        "Teachers exported from models: unit embeddings, or (when any model uses TAP) the mean of their score matrices."
-        from laretrieval.model import embed_split, score_embeddings  # the encoders bring in transformers: import where used
-        if not models: raise ValueError("need at least one teacher model")
-        texts = caption_rows(dataset)
-        distinct, first, _ = _first_rows(texts)
-        tap = any(getattr(m, 'pooling', 'mean') == 'tap' for m in models)  # no clip vectors: store the score matrix
-        text_embs, audio_embs, total, clip_ids = [], [], None, None
-        for n, model in enumerate(models):
-            emb = embed_split(model, dataset, batch_size, device, progress)
-            if len(emb['text']) != len(texts): raise ValueError(f"model {n} embedded {len(emb['text'])} captions, the dataset holds {len(texts)}")
-            clip_ids = clip_ids or list(emb['audio_ids'])
-            if not tap: text_embs.append(emb['text']); audio_embs.append(emb['audio'].vector); continue
-            scores = score_embeddings(model, emb['text'][first], emb['audio'], device).double()  # distinct captions only
-            total = scores if total is None else total + scores
-        if not tap: return cls.from_embeddings(text_embs, audio_embs, texts, clip_ids)
-        return cls(distinct, clip_ids, matrix=(total / len(models)).float(), n_teachers=len(models))
-
-    def save(self, path:str|Path)->Path:
-        "Write the teacher to `path` atomically (`atomic_write`)."
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = dict(format=self.FORMAT, version=self.VERSION, kind=self.kind, n_teachers=self.n_teachers,
-                     caption_texts=self.caption_texts, clip_ids=self.clip_ids,
-                     text_embeddings=self.text_embeddings, audio_embeddings=self.audio_embeddings, matrix=self.matrix)
-        with atomic_write(path, 'wb') as f: torch.save(state, f)
-        return path
-
-    @classmethod
-    def load(cls, path:str|Path)->TeacherTargets:
-        "A teacher written by `save`, with errors naming the file."
-        path = Path(path)
-        if not path.is_file(): raise FileNotFoundError(f"teacher file {path} does not exist (export one with TeacherTargets.save)")
-        try: state = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as e: raise ValueError(f"{path} is not a saved TeacherTargets: torch.load failed ({type(e).__name__}: {e})") from e
-        if not isinstance(state, dict) or state.get('format') != cls.FORMAT:
-            found = state.get('format') if isinstance(state, dict) else type(state).__name__
-            raise ValueError(f"{path} is not a saved TeacherTargets (format {found!r}, expected {cls.FORMAT!r})")
-        if state.get('version') != cls.VERSION: raise ValueError(f"{path} is TeacherTargets format version {state.get('version')}; this code reads version {cls.VERSION}")
-        if state['kind'] == 'matrix': return cls(state['caption_texts'], state['clip_ids'], matrix=state['matrix'], n_teachers=state['n_teachers'])
-        return cls(state['caption_texts'], state['clip_ids'], state['text_embeddings'], state['audio_embeddings'])
-
-    def __repr__(self):
-        return f"TeacherTargets(kind={self.kind!r}, n_teachers={self.n_teachers}, {len(self.caption_texts)} caption texts x {len(self.clip_ids)} clips)"
 
 # %% ../nbs/12_ensemble.ipynb #453960dd
 def ensemble_teacher(sims:list[torch.Tensor],       # per model: (n_captions, n_clips) similarities on the training split

@@ -11,8 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['LOSSES', 'positive_mask', 'NTXentLoss', 'SigmoidLoss', 'teacher_similarity', 'DistillationLoss', 'ClusterHeads',
-           'CombinedLoss', 'make_loss']
+__all__ = ['positive_mask', 'NTXentLoss', 'SigmoidLoss', 'teacher_similarity', 'DistillationLoss', 'ClusterHeads']
 
 # %% ../nbs/06_losses.ipynb #ba0f2300
 def positive_mask(text_ids:list, # clip id of each caption (rows)
@@ -29,6 +28,9 @@ class NTXentLoss(nn.Module):
     def __init__(self, tau:float=0.05): # temperature
         super().__init__()
         self.tau = tau
+
+    @classmethod
+    def from_config(cls, cfg): return cls(cfg.tau)  # cfg: an ExperimentConfig
 
     def forward(self, sim:torch.Tensor,      # (n_captions, n_clips) cosine similarities
                 positives:torch.Tensor       # (n_captions, n_clips) bool mask
@@ -50,6 +52,9 @@ class SigmoidLoss(nn.Module):
         self.t = nn.Parameter(torch.tensor(float(t_init)))
         self.b = nn.Parameter(torch.tensor(float(b_init)))
         self.tau = tau
+
+    @classmethod
+    def from_config(cls, cfg): return cls(cfg.sigmoid_t_init, cfg.sigmoid_b_init, cfg.tau if cfg.sigmoid_on_scaled else None)
 
     def forward(self, sim:torch.Tensor, positives:torch.Tensor)->torch.Tensor:
         scaled = sim / self.tau if self.tau else sim
@@ -92,36 +97,3 @@ class ClusterHeads(nn.Module):
 
     def forward(self, text_emb:torch.Tensor, audio_emb:torch.Tensor, labels:torch.Tensor)->torch.Tensor:
         return (F.cross_entropy(self.text_head(text_emb), labels) + F.cross_entropy(self.audio_head(audio_emb), labels)) / 2
-
-# %% ../nbs/06_losses.ipynb #3939d02b
-class CombinedLoss(nn.Module):
-    "Weighted sum of a contrastive loss, distillation and cluster classification; returns a dict of terms."
-    def __init__(self, contrastive:nn.Module, # NTXentLoss or SigmoidLoss
-                 distillation:DistillationLoss|None=None, cluster_heads:ClusterHeads|None=None,
-                 weights:dict|None=None):     # term name -> weight (default 1 each)
-        super().__init__()
-        self.contrastive, self.distillation, self.cluster_heads = contrastive, distillation, cluster_heads
-        self.weights = {'contrastive': 1.0, 'distillation': 1.0, 'cluster': 1.0}
-        unknown = set(weights or {}) - set(self.weights)
-        if unknown: raise ValueError(f"unknown loss weight(s) {sorted(unknown)}; known: {sorted(self.weights)}")
-        self.weights.update(weights or {})
-
-    def forward(self, sim, positives, teacher=None, text_emb=None, audio_emb=None, labels=None)->dict:
-        terms = {}
-        if self.weights['contrastive']: terms['contrastive'] = self.contrastive(sim, positives)
-        if self.distillation is not None and self.weights['distillation']:
-            if teacher is None: raise ValueError("distillation needs the teachers' similarity matrix")
-            terms['distillation'] = self.distillation(sim, teacher)
-        if self.cluster_heads is not None and self.weights['cluster']:
-            if labels is None: raise ValueError("cluster classification needs cluster labels")
-            terms['cluster'] = self.cluster_heads(text_emb, audio_emb, labels)
-        terms['total'] = sum(self.weights[k] * v for k, v in terms.items())
-        return terms
-
-# %% ../nbs/06_losses.ipynb #41da69b3
-LOSSES = dict(ntxent=NTXentLoss, sigmoid=SigmoidLoss)
-
-def make_loss(name:str, **kwargs)->nn.Module:
-    "The contrastive loss registered under `name`, built with `kwargs`."
-    if name not in LOSSES: raise ValueError(f"unknown loss {name!r}; choose from {sorted(LOSSES)}")
-    return LOSSES[name](**kwargs)

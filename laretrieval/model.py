@@ -14,9 +14,13 @@ from tqdm.auto import tqdm
 
 from .config import ExperimentConfig
 from .datasets import AudioCaptionDataset, collate
-from .encoders import CNNAudioEncoder, PaSSTAudioEncoder, TextEncoder, Projection
+from .encoders import Projection
+from .modelfolder import read_model_folder, write_model_folder
 from .pooling import masked_mean, TextAwareAttentionPooling
+from .registry import AUDIO_ENCODERS, TEXT_ENCODERS
 from typing import NamedTuple
+
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['AudioEmbedding', 'cat_audio_embeddings', 'DualEncoder', 'build_model', 'embed_texts', 'embed_clips', 'embed_split',
@@ -38,6 +42,7 @@ def cat_audio_embeddings(parts:list[AudioEmbedding])->AudioEmbedding:
     mask = torch.cat([F.pad(p.mask, (0, t - p.mask.shape[1])) for p in parts])
     return AudioEmbedding(vector, frames, mask)
 
+# %% ../nbs/08_model.ipynb #0496e933
 class DualEncoder(nn.Module):
     "Audio and text encoders projected into one space; similarity is the cosine (after TAP when pooling='tap')."
     def __init__(self, audio_encoder:nn.Module, # returns AudioFeatures and has `out_dim`
@@ -71,43 +76,47 @@ class DualEncoder(nn.Module):
         if chunked: return self.tap.score(text_emb, audio_emb.frames, audio_emb.mask)
         return self.tap(text_emb, audio_emb.frames, audio_emb.mask)
 
-    def param_groups(self, audio_lr:float, text_lr:float, head_lr:float, weight_decay:float=0.0)->list[dict]:
-        "AdamW groups with their own learning rates: audio encoder, text encoder, heads (projections, TAP); frozen params left out."
-        heads = [m for m in (self.audio_proj, self.text_proj, self.tap) if m is not None]
-        groups = dict(audio=(self.audio_encoder, audio_lr), text=(self.text_encoder, text_lr))
-        out = [dict(params=[p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay, name=name)
-               for name, (module, lr) in groups.items()]
-        out.append(dict(params=[p for m in heads for p in m.parameters()], lr=head_lr, weight_decay=weight_decay, name='heads'))
-        return [g for g in out if g['params']]
+# %% ../nbs/08_model.ipynb #90d955b5
+@patch
+def param_groups(self:DualEncoder, audio_lr:float, text_lr:float, head_lr:float, weight_decay:float=0.0)->list[dict]:
+    "AdamW groups with their own learning rates: audio encoder, text encoder, heads (projections, TAP); frozen params left out."
+    heads = [m for m in (self.audio_proj, self.text_proj, self.tap) if m is not None]
+    groups = dict(audio=(self.audio_encoder, audio_lr), text=(self.text_encoder, text_lr))
+    out = [dict(params=[p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay, name=name)
+           for name, (module, lr) in groups.items()]
+    out.append(dict(params=[p for m in heads for p in m.parameters()], lr=head_lr, weight_decay=weight_decay, name='heads'))
+    return [g for g in out if g['params']]
 
-    def save_pretrained(self, folder:str,    # the model folder to write
-                        cfg:ExperimentConfig, # the config this model was built from
-                        overwrite:bool=False): # replace an existing model folder
-        "Write a portable model folder (config JSON, model.safetensors, tokenizer): `laretrieval.hub.save_pretrained`."
-        from laretrieval.hub import save_pretrained  # hub imports this module
-        return save_pretrained(self, cfg, folder, overwrite)
+# %% ../nbs/08_model.ipynb #d1b1066f
+@patch
+def save_pretrained(self:DualEncoder, folder:str,    # the model folder to write
+                    cfg:ExperimentConfig, # the config this model was built from
+                    overwrite:bool=False): # replace an existing model folder
+    "Write a portable model folder (config JSON, model.safetensors, tokenizer; see `laretrieval.modelfolder`)."
+    return write_model_folder(self, cfg, folder, overwrite)
 
-    @classmethod
-    def from_pretrained(cls, folder:str, # a model folder
-                        device='cpu'     # where the model goes
-                       )->tuple[DualEncoder, ExperimentConfig]:
-        "The model of a model folder, rebuilt offline, and its config: `laretrieval.hub.from_pretrained`."
-        from laretrieval.hub import from_pretrained
-        return from_pretrained(folder, device)
+@patch(cls_method=True)
+def from_pretrained(cls:DualEncoder, folder:str, # a model folder
+                    device='cpu'     # where the model goes
+                   )->tuple[DualEncoder, ExperimentConfig]:
+    "The model of a model folder, rebuilt offline (no download, no pickle), in eval mode, and its config."
+    return read_model_folder(folder, cls.from_config, device)
 
-def build_model(cfg:ExperimentConfig,
+@patch(cls_method=True)
+def from_config(cls:DualEncoder, cfg:ExperimentConfig,
                 text_from:str|None=None, # a folder of the text model's config and tokenizer only: random weights, nothing downloaded
                )->DualEncoder:
-    "The dual encoder an experiment config describes (with `text_from`: its module tree, for weights loaded afterwards)."
-    if cfg.audio_encoder == 'cnn': audio = CNNAudioEncoder(cfg.sample_rate, width=cfg.audio_width)
-    elif cfg.audio_encoder == 'passt':
-        if cfg.sample_rate != 32000: raise ValueError(f"audio_encoder='passt' needs sample_rate=32000, got sample_rate={cfg.sample_rate}")
-        audio = PaSSTAudioEncoder(cfg.passt_arch, cfg.passt_pretrained and text_from is None, s_patchout_t=cfg.s_patchout_t,
-                                  s_patchout_f=cfg.s_patchout_f, blocks=cfg.passt_blocks)
-    else: raise ValueError(f"unknown audio_encoder {cfg.audio_encoder!r}; available: 'cnn', 'passt'")
-    text = TextEncoder(text_from or cfg.text_encoder, pooling=cfg.text_pooling, max_tokens=cfg.max_text_tokens,
-                       trainable_layers=cfg.text_trainable_layers, dropout=cfg.text_dropout, weights=text_from is None)
-    return DualEncoder(audio, text, cfg.embed_dim, cfg.pooling, cfg.tap_dim, cfg.tap_dropout)
+    "The dual encoder a config describes, its encoders chosen by name in `laretrieval.registry` (with `text_from`: random weights)."
+    weights = text_from is None
+    audio = AUDIO_ENCODERS.get(cfg.audio_encoder).from_config(cfg, AUDIO_ENCODERS.split(cfg.audio_encoder)[1], weights=weights)
+    if audio.sample_rate != cfg.sample_rate:
+        raise ValueError(f"audio_encoder={cfg.audio_encoder!r} reads {audio.sample_rate} Hz audio, but sample_rate={cfg.sample_rate}")
+    text = TEXT_ENCODERS.get(cfg.text_encoder).from_config(cfg, text_from or TEXT_ENCODERS.split(cfg.text_encoder)[1], weights=weights)
+    return cls(audio, text, cfg.embed_dim, cfg.pooling, cfg.tap_dim, cfg.tap_dropout)
+
+def build_model(cfg:ExperimentConfig, text_from:str|None=None)->DualEncoder:
+    "`DualEncoder.from_config`: the dual encoder an experiment config describes."
+    return DualEncoder.from_config(cfg, text_from)
 
 # %% ../nbs/08_model.ipynb #4384908b
 @torch.no_grad()

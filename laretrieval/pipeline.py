@@ -1,5 +1,5 @@
-"""Data splits from a config, train → test → run folder, and `laretrieval train`: the script form of the experiment
-notebook that Fabric launches on several processes and that can be resumed.
+"""A config trained and tested into a run folder (`laretrieval train`: the script form of the experiment notebook,
+launched by Fabric on several processes, resumable), caption clusters for stage 3, and ensembles of finished runs.
 
 Docs: https://laretrieval.github.io/laretrieval/pipeline.html.md"""
 
@@ -8,117 +8,24 @@ Docs: https://laretrieval.github.io/laretrieval/pipeline.html.md"""
 # %% ../nbs/11b_pipeline.ipynb #15b4f574
 from __future__ import annotations
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
+from .build import Splits, build_datasets, build_training
 from .config import ExperimentConfig, Settings, atomic_write, load_settings, resolve_device, seed_everything
-from .datasets import AudioCaptionDataset, Clip, make_builtin_set, split_clips
-from .evaluate import Queries, best_possible_map, caption_queries, evaluate_split, file_queries
+from .datasets import AudioCaptionDataset
+from .evaluate import Queries, caption_queries, evaluate_split
+from .hub import load_run
 from .losses import positive_mask
 from .metrics import evaluate_retrieval, retrieval_metrics
-from .model import DualEncoder, build_model
+from .model import DualEncoder
 from .train import TrainResult, make_fabric, train
 
 # %% auto #0
-__all__ = ['CLIP_SECONDS', 'NORMALIZED_CAPTIONS', 'RUN_FILES', 'DATA_FIELDS', 'caption_normalizer', 'Splits', 'corpus_clips',
-           'with_extra_captions', 'check_ceiling', 'build_datasets', 'model_for', 'test_and_save', 'claim_run_folder',
-           'check_audio', 'run_training', 'cluster_training_captions', 'load_run', 'ensemble_runs', 'ensemble_table']
-
-# %% ../nbs/11b_pipeline.ipynb #bc9a2f58
-CLIP_SECONDS = dict(builtin=4.0, esc50=5.0, clotho=30.0)  # crop/pad length of each corpus's clips
-NORMALIZED_CAPTIONS = dict(builtin=False, esc50=False, clotho=True)  # captions lower-cased, punctuation removed
-
-def caption_normalizer(cfg:ExperimentConfig):
-    "The caption normalisation of the config's corpus (applied to queries the model reads), or None."
-    from laretrieval.corpora import normalize_caption
-    return normalize_caption if NORMALIZED_CAPTIONS.get(cfg.dataset) else None
-
-@dataclass
-class Splits:
-    "The datasets of one experiment."
-    train:torch.utils.data.Dataset  # training items (maybe augmented)
-    val:AudioCaptionDataset         # per-clip, all captions
-    test:AudioCaptionDataset        # per-clip, all captions
-    clip_seconds:float              # crop/pad length
-    notes:list[str]                 # what was added or skipped, for the run's log
-    val_queries:Queries|None = None # validation queries: the split's captions, or those of `val_relevance`
-    test_queries:Queries|None = None # test queries: the split's captions, or those of `test_relevance`
-
-def corpus_clips(cfg:ExperimentConfig, settings:Settings)->list[Clip]:
-    "Every clip of the config's corpus with its split ('train', 'val', 'test')."
-    if cfg.dataset == 'builtin': return make_builtin_set(cfg.builtin_clips, cfg.data_seed, cfg.sample_rate, seconds=CLIP_SECONDS['builtin'])
-    if cfg.dataset == 'esc50':
-        from laretrieval.corpora import read_esc50
-        clips = read_esc50(Path(cfg.data_dir) if cfg.data_dir else settings.data_root / 'esc50')
-        held_out = np.random.default_rng(cfg.data_seed).random(len(clips)) < 0.15
-        for clip, val in zip(clips, held_out):
-            clip.split = 'test' if clip.meta['fold'] == cfg.esc50_test_fold else 'val' if val else 'train'
-        return clips
-    if cfg.dataset == 'clotho':
-        from laretrieval.corpora import read_clotho
-        root = Path(cfg.data_dir) if cfg.data_dir else settings.data_root / 'clotho'
-        return [c for split in ('development', 'validation', 'evaluation') for c in read_clotho(root, split, normalize=NORMALIZED_CAPTIONS['clotho'])]
-    raise ValueError(f"unknown dataset {cfg.dataset!r}; available: {', '.join(map(repr, CLIP_SECONDS))}")
-
-def with_extra_captions(path:str, train_clips:list[Clip], clips:list[Clip], notes:list[str])->list[Clip]:
-    "Training clips with the extra captions of `path`; ids of other splits are counted, ids of no clip (or no training clip at all) are errors."
-    from laretrieval.augment import add_extra_captions, read_caption_table
-    extra = read_caption_table(path)
-    out, merge = add_extra_captions(train_clips, extra, source='extra', unknown='skip')
-    known = {c.clip_id for c in clips}
-    nowhere = [i for i in merge.unknown_ids if i not in known]
-    if nowhere: raise ValueError(f"extra_captions {path}: {len(nowhere)} of its {len(extra)} clip ids are no clip of the corpus "
-                                 f"(first: {nowhere[:3]}); other file names or another corpus version?")
-    if not merge.matched and not merge.already_present:
-        raise ValueError(f"extra_captions {path}: none of its {len(extra)} clip ids is a training clip; the run would train without them")
-    notes.append(f'extra captions: {merge.added} added to {merge.matched} training clips; {len(merge.unknown_ids)} ids of '
-                 f'validation/test clips not used (evaluation keeps the original captions)')
-    return out
-
-def check_ceiling(name:str, queries:Queries, cfg:ExperimentConfig, notes:list[str], floor:float=0.9):
-    "Refuse a split whose repeated captions cap every model's mAP below `floor` (relevance by clip id); note a ceiling below 1."
-    if queries.source != 'clip ids': return
-    k = max(cfg.map_ks)
-    best = best_possible_map(queries, k)
-    if best < floor: raise ValueError(f"{name} split of dataset={cfg.dataset!r}: its captions repeat across clips, so with positives='clip' "
-                                      f"even a perfect model reaches at most t2a mAP@{k} {best:.3f}; use positives='caption' "
-                                      f"(one query per distinct caption) or a relevance file ({name}_relevance)")
-    if best < 1: notes.append(f'{name}: captions repeat across clips; a perfect model reaches t2a mAP@{k} {best:.4f}, not 1')
-
-def build_datasets(cfg:ExperimentConfig, settings:Settings|None=None)->Splits:
-    "Training, validation and test datasets of a config (training augmentations and extra captions applied)."
-    from laretrieval.audio import AudioCache
-    from laretrieval.augment import AugmentConfig, AugmentDataset
-    settings = settings or load_settings()
-    if cfg.train_items not in ('clip', 'caption'): raise ValueError(f"train_items must be 'clip' or 'caption', got {cfg.train_items!r}")
-    clips, notes = corpus_clips(cfg, settings), []
-    seconds, cache = CLIP_SECONDS[cfg.dataset], AudioCache.from_settings(settings)
-    train_clips = split_clips(clips, 'train')
-    if cfg.extra_captions: train_clips = with_extra_captions(cfg.extra_captions, train_clips, clips, notes)
-    train_set = AudioCaptionDataset(train_clips, cfg.sample_rate, seconds, random_crop=True, cache=cache,
-                                    per_caption=cfg.train_items == 'caption', random_caption=cfg.train_items == 'clip')
-    if cfg.gain_p or cfg.word_p:
-        train_set = AugmentDataset(train_set, AugmentConfig(gain_p=cfg.gain_p, specaug_p=cfg.specaug_p, word_p=cfg.word_p), seed=cfg.seed)
-    val_set = AudioCaptionDataset(split_clips(clips, 'val'), cfg.sample_rate, seconds, cache=cache)
-    test_set = AudioCaptionDataset(split_clips(clips, 'test'), cfg.sample_rate, seconds, cache=cache)
-    notes.append(f'clips: train {len(train_clips)}, val {len(val_set.clips)}, test {len(test_set.clips)}; training items: {len(train_set)}')
-    queries = {name: file_queries(path, split, caption_normalizer(cfg)) if path else caption_queries(split, cfg.positives)
-               for name, path, split in (('val', cfg.val_relevance, val_set), ('test', cfg.test_relevance, test_set))}
-    notes += [f'{name} queries: {len(q.texts)} from {q.source}' for name, q in queries.items() if q.source not in ('clip ids', 'caption texts')]
-    for name, q in queries.items(): check_ceiling(name, q, cfg, notes)
-    return Splits(train_set, val_set, test_set, seconds, notes, queries['val'], queries['test'])
-
-def model_for(cfg:ExperimentConfig)->DualEncoder:
-    "`build_model(cfg)`, with SpecAugment in front of the audio encoder when `specaug_p` is set (active in training mode only)."
-    from laretrieval.augment import AugmentConfig, SpecAugment
-    model = build_model(cfg)
-    if cfg.specaug_p:
-        model.audio_encoder.frontend = SpecAugment(model.audio_encoder.frontend, AugmentConfig(specaug_p=cfg.specaug_p))
-    return model
+__all__ = ['RUN_FILES', 'DATA_FIELDS', 'test_and_save', 'claim_run_folder', 'check_audio', 'run_training',
+           'cluster_training_captions', 'ensemble_runs', 'ensemble_table']
 
 # %% ../nbs/11b_pipeline.ipynb #412b1e27
 def test_and_save(model:DualEncoder, result:TrainResult, test_set:AudioCaptionDataset, cfg:ExperimentConfig,
@@ -186,10 +93,10 @@ def run_training(cfg:ExperimentConfig, output_dir:str|Path, resume:bool=False, p
         print('\n'.join(splits.notes))  # also under --quiet: they say what the run trains and is evaluated on
         check_audio(splits, settings, progress)
     fabric.barrier()
-    model = model_for(cfg)
-    result = train(model, splits.train, splits.val, cfg, progress=progress, output_dir=out, resume=resume, fabric=fabric,
-                   val_queries=splits.val_queries)
-    metrics = test_and_save(model, result, splits.test, cfg, out, fabric.device, queries=splits.test_queries, notes=splits.notes) if fabric.global_rank == 0 else None
+    run = build_training(cfg, settings, splits=splits, resume=resume)
+    result = train(run.model, run.loss, splits.train, splits.val, cfg, progress=progress, output_dir=out, resume=resume,
+                   fabric=fabric, val_queries=splits.val_queries)
+    metrics = test_and_save(run.model, result, splits.test, cfg, out, fabric.device, queries=splits.test_queries, notes=splits.notes) if fabric.global_rank == 0 else None
     fabric.barrier()
     return metrics
 
@@ -206,18 +113,6 @@ def cluster_training_captions(cfg:ExperimentConfig, n_clusters:int, # k of k-mea
 # %% ../nbs/11b_pipeline.ipynb #306a0aeb
 DATA_FIELDS = ('dataset', 'data_dir', 'builtin_clips', 'data_seed', 'esc50_test_fold', 'positives')  # members must agree
 
-def load_run(run_dir:str|Path, device='cpu')->tuple[DualEncoder, ExperimentConfig]:
-    "A finished run's model (best weights from checkpoint.pt, eval mode, on `device`) and the config it was trained with."
-    from laretrieval.train import load_checkpoint, load_weights
-    path = Path(run_dir) / 'checkpoint.pt'
-    if not path.exists(): raise FileNotFoundError(f"{path} not found: not a finished run folder")
-    config = load_checkpoint(path).get('config')
-    if not isinstance(config, dict): raise ValueError(f"{path} holds no 'config' entry (written by an older version?)")
-    cfg = ExperimentConfig.from_dict(config)
-    model = build_model(cfg)
-    load_weights(model, path)
-    return model.to(device).eval(), cfg
-
 def _per_clip(dataset)->AudioCaptionDataset:
     "The per-clip, all-captions view of a training dataset (under any augmenting wrapper)."
     base = getattr(dataset, 'base', dataset)
@@ -226,7 +121,8 @@ def _per_clip(dataset)->AudioCaptionDataset:
 def ensemble_runs(run_dirs:list, output_dir:str|Path, normalize:str='zscore', choose:bool=True, teacher:bool=False,
                   device:str|torch.device='cpu', settings:Settings|None=None, progress:bool=True)->dict:
     "Evaluate the ensemble of finished runs (weights chosen on validation), compare it with each member, optionally export a teacher."
-    from laretrieval.ensemble import choose_weights, combine_similarities, model_similarities, ensemble_teacher, caption_rows
+    from laretrieval.ensemble import choose_weights, combine_similarities, model_similarities, ensemble_teacher
+    from laretrieval.teachers import caption_rows
     from laretrieval.significance import paired_test
     if len(run_dirs) < 2: raise ValueError(f"an ensemble needs at least 2 runs, got {len(run_dirs)}")
     out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,8 @@ from .corpora import LoadReport, read_csv_rows, read_folder
 from .datasets import AudioCaptionDataset
 from .evaluate import score_texts
 from .metrics import summarize
-from .pipeline import CLIP_SECONDS, caption_normalizer, load_run
+from .hub import load_run
+from .sources import caption_normalizer, corpus_for
 from .submission import GroundTruth, evaluate_submission, export_submission, read_clotho_truth, read_relevance_file
 
 # %% auto #0
@@ -60,7 +61,7 @@ def predict_run(run_dir:str|Path,            # a finished run (checkpoint.pt)
     model, cfg = load_run(run_dir, device)
     clips = read_folder(audio_dir, captions='name')  # the captions of a file name are not used
     if not clips: raise ValueError(f"no audio files in {audio_dir}")
-    dataset = AudioCaptionDataset(clips, cfg.sample_rate, CLIP_SECONDS[cfg.dataset], cache=AudioCache.from_settings(load_settings()))
+    dataset = AudioCaptionDataset(clips, cfg.sample_rate, corpus_for(cfg).clip_seconds, cache=AudioCache.from_settings(load_settings()))
     texts = read_queries(queries)
     normalize = caption_normalizer(cfg) or (lambda t: t)
     scores = score_texts(model, dataset, [normalize(t) for t in texts], batch_size or cfg.eval_batch_size, device, progress)

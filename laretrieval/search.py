@@ -21,7 +21,7 @@ from .config import ExperimentConfig, atomic_write, resolve_device
 from .corpora import AUDIO_EXTENSIONS, LoadReport, check_on_error, join_inside, read_csv_rows
 from .metrics import chunked_search
 from .model import DualEncoder, embed_texts
-from .pipeline import CLIP_SECONDS, caption_normalizer
+from .sources import caption_normalizer, corpus_for
 
 # %% auto #0
 __all__ = ['INDEX_FORMAT', 'INDEX_VERSION', 'load_model_and_fingerprint', 'window_seconds_for', 'window_starts', 'window_samples',
@@ -43,8 +43,7 @@ def load_model_and_fingerprint(model_path:str|Path,          # a run folder or a
 def window_seconds_for(cfg:ExperimentConfig # the model's config
                       )->float:
     "The crop length the model was trained with: the window its recordings are embedded in."
-    if cfg.dataset not in CLIP_SECONDS: raise ValueError(f"no clip length known for dataset {cfg.dataset!r} (known: {', '.join(CLIP_SECONDS)})")
-    return CLIP_SECONDS[cfg.dataset]
+    return corpus_for(cfg).clip_seconds
 
 # %% ../nbs/14b_search.ipynb #9ac4d4a1
 def window_starts(n_samples:int, # samples of the recording

@@ -8,9 +8,10 @@ from lightning_fabric import Fabric
 
 from laretrieval.config import ExperimentConfig, seed_everything
 from laretrieval.datasets import AudioCaptionDataset, collate, make_builtin_set, split_clips
-from laretrieval.ensemble import TeacherTargets
 from laretrieval.model import build_model
-from laretrieval.train import EpochBatches, TrainingStep, stage_loss
+from laretrieval.objectives import build_loss
+from laretrieval.teachers import TeacherTargets
+from laretrieval.train import EpochBatches, TrainingStep
 
 VARIANTS = dict(  # the stage-3 loss (contrastive + distillation + clusters) with mean pooling; sigmoid loss with TAP
     stages=dict(loss='ntxent', pooling='mean', distill_weight=0.5, cluster_weight=0.3),
@@ -36,7 +37,7 @@ def main():
         sim = torch.rand(len(captions), len(clips), generator=torch.Generator().manual_seed(1)) * 2 - 1
         teachers = TeacherTargets.from_similarity(sim, captions, [c.clip_id for c in clips])
         labels = {(clip.clip_id, c): zlib.crc32(c.encode()) % 3 for clip in clips for c in clip.captions}
-    step = TrainingStep(model, stage_loss(cfg, teachers is not None, 3 if labels else 0), teachers, labels)
+    step = TrainingStep(model, build_loss(cfg, teachers=teachers, cluster_labels=labels))
     # dropout masks and batch-norm batch statistics are per process; with them off both runs compute the same function
     step.eval()
     fabric_step = fabric.setup_module(step)

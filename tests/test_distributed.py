@@ -30,7 +30,7 @@ def test_two_process_ddp_equals_one_process_on_the_concatenated_batch(tmp_path, 
         assert g.abs().max() > 0 or two['grads'][name].abs().max() == 0, name
         torch.testing.assert_close(two['grads'][name], g, rtol=1e-4, atol=1e-6, msg=lambda m: f'{name}: {m}')
     # the loss's own parameters (sigmoid t, b) and parameters after the gather (TAP) are part of the comparison
-    if variant == 'sigmoid_tap': assert {'loss.contrastive.t', 'loss.contrastive.b'} <= one['grads'].keys()
+    if variant == 'sigmoid_tap': assert {'loss.contrastive.objective.t', 'loss.contrastive.objective.b'} <= one['grads'].keys()
     if variant == 'sigmoid_tap': assert any(n.startswith('model.tap.') for n in one['grads'])
 
 

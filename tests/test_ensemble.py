@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from laretrieval import ensemble
-from laretrieval.ensemble import (MissingTeacherKey, TeacherTargets, choose_weights, combine_similarities, ensemble_teacher,
-                                  simplex_grid, zscore)
+from laretrieval.ensemble import choose_weights, combine_similarities, ensemble_teacher, simplex_grid, zscore
+from laretrieval.teachers import MissingTeacherKey, TeacherTargets
 from laretrieval.metrics import evaluate_retrieval
 
 

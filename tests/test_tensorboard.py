@@ -11,13 +11,14 @@ def test_training_writes_step_and_epoch_scalars(tmp_path):
     from laretrieval.config import ExperimentConfig, seed_everything
     from laretrieval.datasets import AudioCaptionDataset, make_builtin_set, split_clips
     from laretrieval.model import build_model
+    from laretrieval.objectives import build_loss
     from laretrieval.train import JsonlLog, train
     seed_everything(0)
     cfg = ExperimentConfig(builtin_clips=40, audio_width=8, embed_dim=16, text_trainable_layers=0, epochs=1, batch_size=8)
     clips = make_builtin_set(cfg.builtin_clips, cfg.data_seed, cfg.sample_rate)
     train_set = AudioCaptionDataset(split_clips(clips, 'train'), cfg.sample_rate, 4.0, per_caption=True)
     val_set = AudioCaptionDataset(split_clips(clips, 'val'), cfg.sample_rate, 4.0)
-    train(build_model(cfg), train_set, val_set, cfg, progress=False, output_dir=tmp_path)
+    train(build_model(cfg), build_loss(cfg), train_set, val_set, cfg, progress=False, output_dir=tmp_path)
     events = sorted((tmp_path / 'tensorboard').rglob('events.out.tfevents.*'))
     assert len(events) == 1
     scalars = EventAccumulator(str(events[0])); scalars.Reload()
