@@ -183,7 +183,7 @@ def add_extra_captions(clips:list[Clip],             # the clips to extend
         out.append(replace(c, captions=c.captions + new, meta={**c.meta, 'caption_sources': sources + [source] * len(new)}))
     return out, CaptionMergeReport(matched, sum(c.clip_id not in extra for c in clips), added, present, unknown_ids)
 
-# %% ../nbs/03_augment.ipynb #8c45cbe7
+# %% ../nbs/03_augment.ipynb #b31ec207
 @dataclass(frozen=True)
 class MixPair:
     "A new training pair: clip `clip_b` mixed into `clip_a` at `snr_db`, described by `caption`."
@@ -193,6 +193,7 @@ class MixPair:
     snr_db:float   # RMS(a) / RMS(added b) in dB
     caption:str    # the merged caption (from the rewriter)
 
+# %% ../nbs/03_augment.ipynb #6c684dc6
 class AugmentDataset(Dataset):
     "An AudioCaptionDataset with gain, two-clip mixes and word edits applied per item with their probabilities."
     def __init__(self, base:AudioCaptionDataset,  # the dataset to augment

@@ -95,7 +95,7 @@ def export_submission(path:str|Path,                 # the CSV to write
     with atomic_write(path) as f: df.to_csv(f, index=False)  # a killed or failed write leaves no half ranking file
     return df
 
-# %% ../nbs/07c_submission.ipynb #9a23171a
+# %% ../nbs/07c_submission.ipynb #a21e4aec
 def read_submission(path:str|Path # a ranking file: caption, fname_1..fname_k
                    )->pd.DataFrame:
     "The ranking file, checked: its columns, one row per query, k distinct non-empty file names per row."
@@ -117,6 +117,7 @@ def read_submission(path:str|Path # a ranking file: caption, fname_1..fname_k
         if len(set(row)) < k: raise ValueError(f"{_row(path, i)}: a file is listed twice in one ranking")
     return df
 
+# %% ../nbs/07c_submission.ipynb #705201b2
 def evaluate_submission(path:str|Path,        # a ranking file
                         truth:GroundTruth,    # `read_clotho_truth` or `read_relevance_file`
                         map_ks=(10,), recall_ks=(1, 5, 10),
