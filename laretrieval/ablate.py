@@ -82,7 +82,7 @@ def claim_point(batch_dir:Path, # the batch: holds locks/
     if f is not None: f.truncate(0); f.write(f'pid {os.getpid()} on {socket.gethostname()}\n'); f.flush()
     return f
 
-# %% ../nbs/13_ablate.ipynb #3335caef
+# %% ../nbs/13_ablate.ipynb #3cd264ba
 def read_result(run_dir:Path)->tuple[dict|None, str|None]:
     "(flat metrics, None) for a finished run; (None, why) for a metrics.json that cannot be read; (None, None) without one."
     if not (run_dir / 'metrics.json').exists(): return None, None
@@ -116,6 +116,7 @@ def point_row(params:dict, run_id:str, arm:str, # the grid point
     row['seconds'] = (failure if row['status'] == 'failed' else _read_json(run_dir / 'timing.json')).get('seconds')
     return row
 
+# %% ../nbs/13_ablate.ipynb #042c4f28
 def write_results(points:list[tuple], # (params, run_id, arm) of every grid point
                   batch_dir:Path,     # the batch
                   executed:set=frozenset(), # run ids this call ran

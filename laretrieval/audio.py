@@ -59,10 +59,20 @@ def decode_audio(path:Path # an existing audio file
     if not np.isfinite(wave).all(): raise AudioFileError(path, 'non-finite', "contains NaN or inf samples")
     return wave, sr
 
-# %% ../nbs/01_audio.ipynb #e02dd18e
+# %% ../nbs/01_audio.ipynb #8ba00a4c
 _log = logging.getLogger('laretrieval')
 _unwritable = set()  # cache folders a write failed under in this process: not written to again
 
+def _save_entry(root:Path, entry:Path, wave:np.ndarray):
+    "Write one cache entry atomically; a failed write warns once and marks `root` unwritable for this process."
+    try:
+        with atomic_write(entry, 'wb') as f: np.save(f, wave.astype(np.float32, copy=False))  # removes its file on error
+    except OSError as e:
+        _unwritable.add(root)
+        _log.warning("audio cache: cannot write %s (%s: %s); not writing under %s again in this process, audio is decoded "
+                     "each time instead", entry, errno.errorcode.get(e.errno, e.errno), e.strerror or e, root)
+
+# %% ../nbs/01_audio.ipynb #2e5d45bf
 class AudioCache:
     "Decoded, mono, resampled waveforms on disk: one .npy per (file, modification time, size, rate)."
     version = 1  # bump when decoding changes, so old entries are not reused
@@ -101,14 +111,9 @@ class AudioCache:
     def put(self, path:str|Path, target_sr:int, wave:np.ndarray):
         "Store `wave` atomically (temporary file, then rename); a failed write warns once and turns writing off."
         if not self.enabled or self.root in _unwritable: return
-        entry = self.entry(path, target_sr)
-        try:
-            with atomic_write(entry, 'wb') as f: np.save(f, wave.astype(np.float32, copy=False))  # removes its file on error
-        except OSError as e:
-            _unwritable.add(self.root)
-            _log.warning("audio cache: cannot write %s (%s: %s); not writing under %s again in this process, audio is decoded "
-                         "each time instead", entry, errno.errorcode.get(e.errno, e.errno), e.strerror or e, self.root)
+        _save_entry(self.root, self.entry(path, target_sr), wave)
 
+# %% ../nbs/01_audio.ipynb #1ebc1361
 def load_audio(path:str|Path,  # any format soundfile reads
                target_sr:int,  # output sample rate
                cache:AudioCache|None=None # decoded-audio cache; None: decode every time

@@ -16,7 +16,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from .datasets import Clip, AudioCaptionDataset
-from .corpora import LoadReport, read_csv_rows
+from .corpora import read_caption_rows
 
 # %% auto #0
 __all__ = ['AugmentConfig', 'db_to_amplitude', 'random_gain', 'rms', 'mix_parts', 'mix_at_snr', 'band_masks', 'spec_augment',
@@ -147,24 +147,14 @@ def word_augment(caption:str,             # one caption
 # %% ../nbs/03_augment.ipynb #33af971c
 def read_caption_table(path:str|Path,           # CSV with an id column and caption columns
                        id_column:str='file_name',  # the column holding the clip id
-                       caption_columns:list[str]|None=None, # default: every column whose name starts with 'caption'
+                       caption_columns:list[str]|None=None, # default: caption_1..N in numeric order, or 'caption'
                        encoding:str|None=None,  # the CSV's encoding (None: UTF-8, BOM allowed; e.g. 'cp1252')
                       )->dict[str, list[str]]:
     "Clip id -> captions from a caption CSV; empty cells are skipped, a repeated or empty id is an error naming the file and row."
-    report = LoadReport()
-    header, rows = read_csv_rows(Path(path), report, encoding)  # the corpora's CSV reading: encodings, BOM, cells beyond the header
-    columns = caption_columns or [c for c in header if c.startswith('caption')]
-    missing = [c for c in [id_column, *columns] if c not in header]
-    if missing or not columns: raise ValueError(f"{path}: missing column(s) {missing or ['caption*']}; it has {header}")
-    table = {}
-    for line, row in rows:
-        clip_id = row[id_column] or ''
-        if not clip_id.strip(): raise ValueError(f"{path}: empty {id_column} (row {line})")
-        if clip_id in table: raise ValueError(f"{path}: clip id {clip_id!r} appears more than once (row {line})")
-        table[clip_id] = [text for text in ((row[c] or '').strip() for c in columns) if text]
-    if report.notes: report.log(str(path))
-    return table
+    rows = read_caption_rows(path, id_column, caption_columns, blank='drop', encoding=encoding)  # the corpora's one caption-CSV parser
+    return {r.clip_id: [text.strip() for text in r.captions.values()] for r in rows}
 
+# %% ../nbs/03_augment.ipynb #4b1b934b
 @dataclass
 class CaptionMergeReport:
     "What merging extra captions did."
@@ -193,7 +183,7 @@ def add_extra_captions(clips:list[Clip],             # the clips to extend
         out.append(replace(c, captions=c.captions + new, meta={**c.meta, 'caption_sources': sources + [source] * len(new)}))
     return out, CaptionMergeReport(matched, sum(c.clip_id not in extra for c in clips), added, present, unknown_ids)
 
-# %% ../nbs/03_augment.ipynb #8c45cbe7
+# %% ../nbs/03_augment.ipynb #b31ec207
 @dataclass(frozen=True)
 class MixPair:
     "A new training pair: clip `clip_b` mixed into `clip_a` at `snr_db`, described by `caption`."
@@ -203,6 +193,7 @@ class MixPair:
     snr_db:float   # RMS(a) / RMS(added b) in dB
     caption:str    # the merged caption (from the rewriter)
 
+# %% ../nbs/03_augment.ipynb #6c684dc6
 class AugmentDataset(Dataset):
     "An AudioCaptionDataset with gain, two-clip mixes and word edits applied per item with their probabilities."
     def __init__(self, base:AudioCaptionDataset,  # the dataset to augment

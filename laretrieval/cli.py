@@ -87,11 +87,9 @@ def dry_run(grid:dict, slurm:dict, batch_dir:Path)->int:
     return 0
 
 
-# %% ../nbs/16_cli.ipynb #952a7d34
-def main(argv:list[str]|None=None):
-    "Entry point of the `laretrieval` command."
-    parser = argparse.ArgumentParser(prog='laretrieval', description='Language-based audio retrieval workbook')
-    sub = parser.add_subparsers(dest='command', required=True)
+# %% ../nbs/16_cli.ipynb #bae8fb4a
+def _add_run_commands(sub):
+    "experiment, train, ensemble, show, export."
     exp = sub.add_parser('experiment', help='run nbs/experiments/train_eval.ipynb through papermill and print its metrics')
     exp.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE', help='an ExperimentConfig field')
     exp.add_argument('--params', type=Path, help='YAML file of ExperimentConfig fields')
@@ -120,6 +118,10 @@ def main(argv:list[str]|None=None):
     exo.add_argument('output_dir', type=Path, help='the model folder to write')
     exo.add_argument('--overwrite', action='store_true', help='replace an existing model folder')
     exo.add_argument('--push', metavar='REPO_ID', help='also upload it to the Hugging Face Hub (needs a token: huggingface-cli login)')
+
+# %% ../nbs/16_cli.ipynb #bff25528
+def _add_model_commands(sub):
+    "index, search, zeroshot, predict, clusters: what a trained model is used for."
     idx = sub.add_parser('index', help='embed every audio file of a folder (recursively) into an index; rerunning embeds only new or changed files')
     idx.add_argument('audio_dir', type=Path, help='the sound collection')
     idx.add_argument('--model', type=Path, required=True, help='a run folder or a model folder (laretrieval export)')
@@ -156,6 +158,10 @@ def main(argv:list[str]|None=None):
     clu.add_argument('--n-clusters', type=int, required=True, help='k of k-means')
     clu.add_argument('--output', type=Path, required=True, help='labels CSV (file_name, caption_index, caption, cluster)')
     clu.add_argument('--seed', type=int, default=0, help='k-means seed')
+
+# %% ../nbs/16_cli.ipynb #1cfa426e
+def _add_ablate_command(sub):
+    "ablate: a grid of experiments, run here, in local processes or on SLURM."
     abl = sub.add_parser('ablate', help='run a grid of experiments (YAML: lists are axes) and print mean ± std per arm')
     abl.add_argument('grid', type=Path, nargs='?', help="YAML file: ExperimentConfig fields, lists are the axes to vary; a 'slurm:' mapping holds SLURM options")
     abl.add_argument('--batch-dir', type=Path, help='holds runs/ and results.csv; rerunning resumes (on SLURM: shared storage)')
@@ -171,55 +177,80 @@ def main(argv:list[str]|None=None):
     abl.add_argument('--setup', action='append', default=[], metavar='LINE', help="slurm: a shell line before each run, e.g. 'source .venv/bin/activate'")
     abl.add_argument('--dry-run', action='store_true', help='slurm: write and print the sbatch script for the pending points; submit nothing')
     abl.add_argument('--no-wait', action='store_true', help='slurm: return once the jobs are queued (follow them with --status)')
-    args = parser.parse_args(argv)
+
+# %% ../nbs/16_cli.ipynb #7972cd3b
+def _parser()->argparse.ArgumentParser:
+    "The `laretrieval` argument parser with every command."
+    parser = argparse.ArgumentParser(prog='laretrieval', description='Language-based audio retrieval workbook')
+    sub = parser.add_subparsers(dest='command', required=True)
+    _add_run_commands(sub); _add_model_commands(sub); _add_ablate_command(sub)
+    return parser
+
+# %% ../nbs/16_cli.ipynb #216ecff4
+def _ablate_command(args)->int:
+    "`laretrieval ablate`: run a grid (or print a batch's status, or a dry-run sbatch script) and print mean ± std per arm."
+    if args.status is not None:
+        print(format_status(batch_status(args.status), args.status)); return 0
+    if args.grid is None or args.batch_dir is None: raise ValueError('ablate needs a grid file and --batch-dir (or --status BATCH_DIR)')
+    grid, slurm = ablate_options(args)
+    if args.dry_run: return dry_run(grid, slurm, args.batch_dir)
+    results = run_grid(grid, args.batch_dir, executor=args.executor, workers=args.workers, slurm=slurm, wait=not args.no_wait, unit=args.unit)
+    print(format_arms(summarize_arms(results)).to_string(index=False))
+    print(f"\nresults: {args.batch_dir / 'results.csv'}")
+    open_runs = results['status'].isin(['running elsewhere', 'unfinished'])
+    if open_runs.any(): print(f"{open_runs.sum()} of {len(results)} runs not finished (running elsewhere or unfinished): "
+                              "their rows fill in when they finish; rerun to run what is left")
+    return 0 if (results['status'] == 'done').all() else 1
+
+# %% ../nbs/16_cli.ipynb #68778c60
+def _predict_command(args)->int:
+    "`laretrieval predict`: write the ranking file; with --relevance, print its scores."
+    from laretrieval.predict import predict_run
+    result = predict_run(args.run_dir, args.audio_dir, args.queries, args.output, args.k, args.relevance, args.device)
+    print(f"wrote {result['output']}: {result['queries']} queries x top {result['k']} of {result['files']} files")
+    if 't2a' in result:
+        print('\n'.join(f"text→audio {name:<8} {value:.4f}" for name, value in result['t2a'].items()))
+        if result['not_scored']: print(f"not scored (beyond k={args.k}): {', '.join(result['not_scored'])}")
+    return 0
+
+# %% ../nbs/16_cli.ipynb #2ee7af07
+def _run_command(args)->int|None:
+    "train, clusters, export, index / search / zeroshot and ensemble; None for the other commands."
+    if args.command in ('train', 'clusters'):
+        params = {}
+        for path in args.params: params.update(read_params_file(path))
+        params.update(parse_overrides(args.overrides))
+    if args.command == 'train':
+        from laretrieval.pipeline import run_training  # loads torch and transformers only for this command
+        metrics = run_training(ExperimentConfig.from_dict({**params, 'output_dir': str(args.output_dir)}), args.output_dir,
+                               resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
+        if metrics is not None: print(metrics_table(metrics))
+        return 0
+    if args.command == 'clusters':
+        from laretrieval.pipeline import cluster_training_captions
+        print(f"wrote {cluster_training_captions(ExperimentConfig.from_dict(params), args.n_clusters, args.output, args.seed)}")
+        return 0
+    if args.command == 'export':
+        from laretrieval.hub import export_run, push_to_hub
+        folder = export_run(args.run_dir, args.output_dir, overwrite=args.overwrite)
+        print(f"wrote {folder} (load it with DualEncoder.from_pretrained)")
+        if args.push: print(push_to_hub(folder, args.push))
+        return 0
+    if args.command in ('index', 'search', 'zeroshot'): return search_command(args)
+    if args.command == 'ensemble':
+        from laretrieval.pipeline import ensemble_runs, ensemble_table
+        result = ensemble_runs(args.runs, args.output_dir, args.normalize, choose=not args.equal_weights, teacher=args.teacher, device=args.device)
+        print(ensemble_table(result)); print(f"\nresults: {args.output_dir / 'ensemble.json'}")
+        return 0
+
+# %% ../nbs/16_cli.ipynb #bcb44ac9
+def main(argv:list[str]|None=None):
+    "Entry point of the `laretrieval` command."
+    args = _parser().parse_args(argv)
     try:
-        if args.command == 'ablate':
-            if args.status is not None:
-                print(format_status(batch_status(args.status), args.status)); return 0
-            if args.grid is None or args.batch_dir is None: raise ValueError('ablate needs a grid file and --batch-dir (or --status BATCH_DIR)')
-            grid, slurm = ablate_options(args)
-            if args.dry_run: return dry_run(grid, slurm, args.batch_dir)
-            results = run_grid(grid, args.batch_dir, executor=args.executor, workers=args.workers, slurm=slurm, wait=not args.no_wait, unit=args.unit)
-            print(format_arms(summarize_arms(results)).to_string(index=False))
-            print(f"\nresults: {args.batch_dir / 'results.csv'}")
-            open_runs = results['status'].isin(['running elsewhere', 'unfinished'])
-            if open_runs.any(): print(f"{open_runs.sum()} of {len(results)} runs not finished (running elsewhere or unfinished): "
-                                      "their rows fill in when they finish; rerun to run what is left")
-            return 0 if (results['status'] == 'done').all() else 1
-        if args.command in ('train', 'clusters'):
-            params = {}
-            for path in args.params: params.update(read_params_file(path))
-            params.update(parse_overrides(args.overrides))
-        if args.command == 'train':
-            from laretrieval.pipeline import run_training  # loads torch and transformers only for this command
-            metrics = run_training(ExperimentConfig.from_dict({**params, 'output_dir': str(args.output_dir)}), args.output_dir,
-                                   resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
-            if metrics is not None: print(metrics_table(metrics))
-            return 0
-        if args.command == 'clusters':
-            from laretrieval.pipeline import cluster_training_captions
-            print(f"wrote {cluster_training_captions(ExperimentConfig.from_dict(params), args.n_clusters, args.output, args.seed)}")
-            return 0
-        if args.command == 'export':
-            from laretrieval.hub import export_run, push_to_hub
-            folder = export_run(args.run_dir, args.output_dir, overwrite=args.overwrite)
-            print(f"wrote {folder} (load it with DualEncoder.from_pretrained)")
-            if args.push: print(push_to_hub(folder, args.push))
-            return 0
-        if args.command in ('index', 'search', 'zeroshot'): return search_command(args)
-        if args.command == 'predict':
-            from laretrieval.predict import predict_run
-            result = predict_run(args.run_dir, args.audio_dir, args.queries, args.output, args.k, args.relevance, args.device)
-            print(f"wrote {result['output']}: {result['queries']} queries x top {result['k']} of {result['files']} files")
-            if 't2a' in result:
-                print('\n'.join(f"text→audio {name:<8} {value:.4f}" for name, value in result['t2a'].items()))
-                if result['not_scored']: print(f"not scored (beyond k={args.k}): {', '.join(result['not_scored'])}")
-            return 0
-        if args.command == 'ensemble':
-            from laretrieval.pipeline import ensemble_runs, ensemble_table
-            result = ensemble_runs(args.runs, args.output_dir, args.normalize, choose=not args.equal_weights, teacher=args.teacher, device=args.device)
-            print(ensemble_table(result)); print(f"\nresults: {args.output_dir / 'ensemble.json'}")
-            return 0
+        if args.command == 'ablate': return _ablate_command(args)
+        if args.command == 'predict': return _predict_command(args)
+        if (status := _run_command(args)) is not None: return status
         if args.command == 'experiment':
             if args.run_id is not None: check_run_id(args.run_id, '--run-id')
             params = read_params_file(args.params) if args.params else {}
@@ -235,4 +266,10 @@ def main(argv:list[str]|None=None):
     return 0
 
 # %% ../nbs/16_cli.ipynb #6eea8d3d
-if __name__ == '__main__': sys.exit(main())  # python -m laretrieval.cli (torchrun, Fabric's launcher)
+def _in_ipython()->bool:
+    "True inside IPython or Jupyter, where `__name__` is '__main__' too."
+    try: get_ipython  # IPython puts it among the builtins
+    except NameError: return False
+    return True
+
+if __name__ == '__main__' and not _in_ipython(): sys.exit(main())  # python -m laretrieval.cli (torchrun, Fabric's launcher)

@@ -22,7 +22,7 @@ from sklearn.metrics import silhouette_score
 from tqdm.auto import tqdm
 
 from .config import atomic_write
-from .corpora import LoadReport, read_csv_rows
+from .corpora import read_caption_rows
 
 # %% auto #0
 __all__ = ['LABEL_COLUMNS', 'read_caption_csv', 'embed_captions', 'cluster_embeddings', 'silhouette_by_k', 'cluster_sizes',
@@ -34,24 +34,11 @@ def read_caption_csv(path:str|Path,         # CSV with file_name, caption_1 .. c
                      columns:list|None=None # caption numbers to keep (default: every caption_<k> column)
                     )->pd.DataFrame:
     "One row per caption: file_name, caption_index, caption (clip order, then column order)."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"caption file not found: {path}")
-    report = LoadReport()
-    header, rows = read_csv_rows(path, report)  # the corpora's CSV reading: encodings, BOM, cells beyond the header
-    if 'file_name' not in header: raise ValueError(f"{path}: no 'file_name' column (columns: {header})")
-    numbered = {int(c.split('_')[1]): c for c in header if re.fullmatch(r'caption_\d+', c)}
-    wanted = sorted(numbered) if columns is None else list(columns)
-    absent = [k for k in wanted if k not in numbered]
-    if absent or not wanted: raise ValueError(f"{path}: caption column(s) {absent or 'caption_<k>'} not found (columns: {header})")
-    if report.notes: report.log(str(path))
-    long = pd.DataFrame([(n, row['file_name'] or '', k, row[numbered[k]] or '') for n, (_, row) in enumerate(rows, 1) for k in wanted],
-                        columns=['row', 'file_name', 'caption_index', 'caption'])
-    blank = long[long.caption.str.strip() == '']
-    if len(blank):
-        first = blank.iloc[0]
-        raise ValueError(f"{path}: data row {first.row} ({first.file_name!r}) has a blank caption_{first.caption_index} "
-                         f"({len(blank)} blank caption cell(s) in all)")
-    return long.drop(columns='row').reset_index(drop=True)
+    rows = read_caption_rows(path, columns=columns, repeats=True)  # the corpora's one caption-CSV parser: a blank caption is an error
+    return pd.DataFrame([(r.clip_id, _caption_number(c), text) for r in rows for c, text in r.captions.items()],
+                        columns=['file_name', 'caption_index', 'caption'])
+
+def _caption_number(column:str)->int: return int(column.split('_')[1]) if '_' in column else 1  # 'caption' alone: 1
 
 # %% ../nbs/09_clustering.ipynb #cd3d227c
 def embed_captions(captions:list[str],              # the texts

@@ -18,9 +18,9 @@ from .datasets import Clip
 
 # %% auto #0
 __all__ = ['CLOTHO_SPLITS', 'WAVCAPS_SOURCES', 'AUDIO_EXTENSIONS', 'LoadReport', 'handle_bad', 'check_on_error',
-           'normalize_caption', 'decode_text', 'read_csv_rows', 'caption_columns', 'join_inside', 'read_caption_csv',
-           'read_clotho', 'read_audiocaps', 'item_captions', 'read_wavcaps', 'read_esc50', 'read_folder',
-           'prepare_audio']
+           'normalize_caption', 'decode_text', 'read_csv_rows', 'caption_columns', 'CaptionRow', 'read_caption_rows',
+           'join_inside', 'read_caption_csv', 'read_clotho', 'read_audiocaps', 'item_captions', 'read_wavcaps',
+           'read_esc50', 'read_folder', 'prepare_audio']
 
 # %% ../nbs/02b_corpora.ipynb #0945005b
 _log = logging.getLogger('laretrieval')
@@ -58,6 +58,7 @@ class LoadReport:
         "Log the report: a warning when anything was skipped or excluded, so no drop goes unseen."
         (_log.warning if self.skipped or self.excluded else _log.info)("%s: %s", what, self)
 
+# %% ../nbs/02b_corpora.ipynb #c07a2548
 def handle_bad(on_error:str,       # 'raise' or 'skip'
                report:LoadReport,  # where a skip is counted
                reason:str,         # short category, e.g. 'missing audio'
@@ -122,6 +123,7 @@ def read_csv_rows(path:Path,              # the CSV file
                          f"into one cell; a stray '\"'?")
     return list(reader.fieldnames), rows
 
+# %% ../nbs/02b_corpora.ipynb #7e5ee834
 def caption_columns(header:list[str], path:Path, n_captions:int|None=None)->list[str]:
     "`['caption']`, or `caption_1..N` in numeric order; an error naming the file when they are missing."
     numbered = sorted((c for c in header if re.fullmatch(r'caption_\d+', c)), key=lambda c: int(c.split('_')[1]))
@@ -133,6 +135,58 @@ def caption_columns(header:list[str], path:Path, n_captions:int|None=None)->list
     if 'caption' in header: return ['caption']
     raise ValueError(f"{path}: missing a caption column ('caption' or 'caption_1..N'); found {header}")
 
+# %% ../nbs/02b_corpora.ipynb #0ff8a6b1
+@dataclass
+class CaptionRow:
+    "One data row of a caption CSV: where it is, its clip id and its non-blank captions by column."
+    line:int      # the file line the row ends on (a quoted caption may span lines)
+    row:int       # the data row, counted from 1 after the header
+    clip_id:str   # the id cell as written (not stripped: real Clotho file names start with a space)
+    captions:dict # caption column -> text as written; blank cells left out
+
+def _caption_columns_asked(header:list[str], path:Path, columns, n_captions)->list[str]:
+    "The caption columns to read: `columns` (names or caption numbers) or, by default, `caption_columns`."
+    if columns is None: return caption_columns(header, path, n_captions)
+    asked = [f'caption_{c}' if isinstance(c, int) else c for c in columns]
+    if not asked: raise ValueError(f"{path}: no caption column asked for (columns=[])")
+    return asked
+
+def _missing_columns_error(path:Path, missing:list[str], header:list[str])->ValueError:
+    return ValueError(f"{path}: missing column {missing[0]!r}; found {header}" if len(missing) == 1 else
+                      f"{path}: missing columns {missing}; found {header}")
+
+# %% ../nbs/02b_corpora.ipynb #9aff1486
+def read_caption_rows(path:str|Path,              # CSV with an id column and caption column(s)
+                      id_column:str='file_name',  # the column naming the clip (its audio file)
+                      columns:list|None=None,     # caption columns, as names or numbers (3 -> 'caption_3'); None: `caption_columns`
+                      n_captions:int|None=None,   # with columns=None: require caption_1..n_captions
+                      blank:str='error',          # a blank caption cell: 'error' (bad input), 'drop' (left out silently) or 'keep' (as '')
+                      repeats:bool=False,         # may one id be on several rows (one caption per row)?
+                      on_error:str='raise',       # 'raise' or 'skip' (counted in `report`)
+                      report:LoadReport|None=None,# where skips are counted
+                      encoding:str|None=None,     # None: UTF-8 (BOM allowed); else e.g. 'cp1252'
+                     ):
+    "Yields the rows of a caption CSV in file order; a missing column, an empty or repeated id or a blank caption is an error naming file, line, row and column."
+    path, report = Path(path), report if report is not None else LoadReport()
+    if blank not in ('error', 'drop', 'keep'): raise ValueError(f"blank must be 'error', 'drop' or 'keep', got {blank!r}")
+    check_on_error(on_error)
+    header, rows = read_csv_rows(path, report, encoding)
+    if id_column not in header: raise _missing_columns_error(path, [id_column], header)
+    columns = _caption_columns_asked(header, path, columns, n_captions)
+    if missing := [c for c in columns if c not in header]: raise _missing_columns_error(path, missing, header)
+    first_row = {}
+    for n, (line, cells) in enumerate(rows, 1):
+        where, clip_id = f"{path} line {line}", cells.get(id_column) or ''
+        if not clip_id.strip(): handle_bad(on_error, report, 'empty file name', f"{where}: empty {id_column}"); continue
+        if clip_id in first_row and not repeats:
+            handle_bad(on_error, report, 'duplicate clip', f"{where}: {clip_id!r} appears twice (first at line {first_row[clip_id]})"); continue
+        first_row.setdefault(clip_id, line)
+        captions = {c: cells.get(c) or '' for c in columns}
+        for c in [c for c, text in captions.items() if not text.strip() and blank != 'keep']:
+            if blank == 'error': handle_bad(on_error, report, 'empty caption', f"{where}: {clip_id!r} has an empty {c}")
+            del captions[c]
+        yield CaptionRow(line, n, clip_id, captions)  # one at a time: a caller's own check of row 2 comes before row 3's errors
+
 # %% ../nbs/02b_corpora.ipynb #e9f85ddd
 def join_inside(folder:Path, # the folder the file must be in
                 name:str,    # a relative file name, as written in a CSV or JSON file
@@ -141,6 +195,16 @@ def join_inside(folder:Path, # the folder the file must be in
     if os.path.isabs(name): return None
     rel = os.path.normpath(name)
     return None if rel == os.pardir or rel.startswith(os.pardir + os.sep) else Path(folder)/name
+
+# %% ../nbs/02b_corpora.ipynb #a7d1c2e3
+def _audio_path(row:CaptionRow, csv_path:Path, audio_dir:Path, check_files:bool, on_error:str, report:LoadReport)->Path|None:
+    "The audio file of a caption row, or None (counted) when its name leads out of `audio_dir` or the file is missing."
+    where = f"{csv_path.name} line {row.line}"
+    if (path := join_inside(audio_dir, row.clip_id)) is None:
+        handle_bad(on_error, report, 'file name outside the audio folder', f"{where}: file name {row.clip_id!r} is outside {audio_dir}"); return None
+    if check_files and not path.is_file():
+        handle_bad(on_error, report, 'missing audio', f"{where}: audio file not found: {path}", FileNotFoundError); return None
+    return path
 
 # %% ../nbs/02b_corpora.ipynb #994d65ca
 def read_caption_csv(csv_path:str|Path,          # CSV with file_name and caption(s)
@@ -157,28 +221,15 @@ def read_caption_csv(csv_path:str|Path,          # CSV with file_name and captio
                     )->list[Clip]:
     "Clips from a caption CSV: one per file name, with all its captions."
     csv_path, audio_dir, report = Path(csv_path), Path(audio_dir), report if report is not None else LoadReport()
-    check_on_error(on_error)
-    header, rows = read_csv_rows(csv_path, report, encoding)
-    if id_column not in header: raise ValueError(f"{csv_path}: missing column {id_column!r}; found {header}")
-    columns = caption_columns(header, csv_path, n_captions)
+    header, _ = read_csv_rows(csv_path, report, encoding)
+    one_per_row = id_column in header and caption_columns(header, csv_path, n_captions) == ['caption']  # AudioCaps: a clip on several rows
+    rows = read_caption_rows(csv_path, id_column, n_captions=n_captions, repeats=one_per_row, on_error=on_error, report=report, encoding=encoding)
     clips, kept_before = {}, report.kept
-    for line, row in rows:
-        where = f"{csv_path.name} line {line}"
-        name = row.get(id_column) or ''  # not stripped: real Clotho file names start with a space
-        if not name.strip(): handle_bad(on_error, report, 'empty file name', f"{where}: empty {id_column}"); continue
-        if name in clips and columns != ['caption']:
-            handle_bad(on_error, report, 'duplicate clip', f"{where}: {name!r} appears twice"); continue
-        captions = []
-        for col in columns:
-            text = (row.get(col) or '').strip()
-            if not text: handle_bad(on_error, report, 'empty caption', f"{where}: {name!r} has an empty {col}"); continue
-            captions.append(normalize_caption(text) if normalize else text)
-        if name in clips: clips[name].captions.extend(captions); continue
-        if (path := join_inside(audio_dir, name)) is None:
-            handle_bad(on_error, report, 'file name outside the audio folder', f"{where}: file name {name!r} is outside {audio_dir}"); continue
-        if check_files and not path.is_file():
-            handle_bad(on_error, report, 'missing audio', f"{where}: audio file not found: {path}", FileNotFoundError); continue
-        clips[name] = Clip(name, captions, split, path=path, meta=dict(meta or {}, source_line=line))
+    for r in rows:
+        captions = [normalize_caption(t) if normalize else t.strip() for t in r.captions.values()]
+        if r.clip_id in clips: clips[r.clip_id].captions.extend(captions); continue
+        if (path := _audio_path(r, csv_path, audio_dir, check_files, on_error, report)) is not None:
+            clips[r.clip_id] = Clip(r.clip_id, captions, split, path=path, meta=dict(meta or {}, source_line=r.line))
     for name in [n for n, c in clips.items() if not c.captions]:
         handle_bad(on_error, report, 'no captions', f"{csv_path.name}: {name!r} has no usable caption"); del clips[name]
     report.kept = kept_before + len(clips)
@@ -245,6 +296,15 @@ def item_captions(item:dict)->list:
     numbered = sorted((k for k in item if re.fullmatch(r'caption_\d+', k)), key=lambda k: int(k.split('_')[1]))
     return [item[k] for k in numbered]
 
+# %% ../nbs/02b_corpora.ipynb #ba504b06
+def _wavcaps_items(json_path:Path)->list:
+    "The item list of a WavCaps json file (under 'data', or the file itself)."
+    try: obj = json.loads(json_path.read_text(encoding='utf-8'))
+    except (OSError, ValueError) as e: raise ValueError(f"cannot read WavCaps json {json_path}: {e}") from e
+    items = obj['data'] if isinstance(obj, dict) and 'data' in obj else obj
+    if not isinstance(items, list): raise ValueError(f"{json_path}: expected a list of items under 'data'")
+    return items
+
 def read_wavcaps(json_path:str|Path,         # one of WavCaps' json files
                  audio_dir:str|Path,         # folder with that source's audio files
                  source:str|None=None,       # 'FreeSound', ...; default: from the json file name
@@ -258,10 +318,7 @@ def read_wavcaps(json_path:str|Path,         # one of WavCaps' json files
     check_on_error(on_error)
     source = source or WAVCAPS_SOURCES.get(json_path.stem)
     if source is None: raise ValueError(f"cannot tell the WavCaps source of {json_path.name}; pass source=")
-    try: obj = json.loads(json_path.read_text(encoding='utf-8'))
-    except (OSError, ValueError) as e: raise ValueError(f"cannot read WavCaps json {json_path}: {e}") from e
-    items = obj['data'] if isinstance(obj, dict) and 'data' in obj else obj
-    if not isinstance(items, list): raise ValueError(f"{json_path}: expected a list of items under 'data'")
+    items = _wavcaps_items(json_path)
     clips, seen = [], set()
     for k, item in enumerate(tqdm(items, desc=json_path.name, leave=False, disable=len(items) < 10000)):
         where = f"{json_path.name} item {k}"

@@ -21,7 +21,7 @@ from .audio import AudioCache, load_audio, pad_or_crop, segment_mask
 __all__ = ['EVENT_KINDS', 'Clip', 'AudioCaptionDataset', 'collate', 'SoundEvent', 'sample_event', 'event_seconds', 'render_event',
            'render_clip', 'describe_event', 'caption_clip', 'make_builtin_set', 'split_clips']
 
-# %% ../nbs/02_datasets.ipynb #ecb3eaa1
+# %% ../nbs/02_datasets.ipynb #7b094a8e
 @dataclass
 class Clip:
     "One audio clip and its captions."
@@ -33,6 +33,7 @@ class Clip:
     sample_rate:int|None = None      # rate of `waveform`
     meta:dict = field(default_factory=dict) # corpus-specific extras (e.g. the events of a generated clip)
 
+# %% ../nbs/02_datasets.ipynb #f5aeafdd
 class AudioCaptionDataset(Dataset):
     "Items of (clip id, waveform, captions): one per caption or one per clip (all captions, or one at random)."
     def __init__(self, clips:list[Clip],    # the clips of one split
@@ -112,7 +113,7 @@ def sample_event(rng:np.random.Generator)->SoundEvent:
     variant = {'tone': ('low', 'high'), 'chirp': ('rising', 'falling'), 'rhythm': ('slow', 'fast')}.get(kind, ('',))
     return SoundEvent(kind, variant[rng.integers(len(variant))], bool(rng.integers(2)), bool(rng.integers(2)))
 
-# %% ../nbs/02_datasets.ipynb #db98c646
+# %% ../nbs/02_datasets.ipynb #63e39677
 def _fade(x:np.ndarray, sr:int, ms:float=10)->np.ndarray:
     n = min(len(x) // 2, int(sr * ms / 1000))
     if n > 0: ramp = np.linspace(0, 1, n); x[:n] *= ramp; x[-n:] *= ramp[::-1]
@@ -149,6 +150,7 @@ def render_event(event:SoundEvent, seconds:float, sr:int, rng:np.random.Generato
     x = _fade(x, sr)
     return (level * x / (np.abs(x).max() + 1e-9)).astype(np.float32)
 
+# %% ../nbs/02_datasets.ipynb #9be1842b
 def render_clip(events:list[SoundEvent], seconds:float, sr:int, rng:np.random.Generator)->np.ndarray:
     "Events in order, separated by short random gaps, over a faint noise floor; must fit in `seconds`."
     durations = [event_seconds(e, rng) for e in events]

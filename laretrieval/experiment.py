@@ -40,7 +40,7 @@ def set_aside_attempt(run_dir:str|Path, # a run folder without a readable metric
     for path in old: path.rename(target / path.name)
     return target
 
-# %% ../nbs/15_experiment.ipynb #ebb4b9b4
+# %% ../nbs/15_experiment.ipynb #82ea1000
 PROJECT_ROOT = Path(laretrieval.__file__).resolve().parent.parent  # the checkout (editable install)
 DEFAULT_NOTEBOOK = PROJECT_ROOT / 'nbs' / 'experiments' / 'train_eval.ipynb'
 
@@ -72,6 +72,7 @@ def run_experiment(params:dict|None=None,          # ExperimentConfig fields to 
                         cwd=str(run_dir), progress_bar=progress, log_output=log_output, kernel_name='python3')
     return run_dir
 
+# %% ../nbs/15_experiment.ipynb #93755ce2
 def load_metrics(run_dir:str|Path)->dict:
     "The `metrics.json` a finished run wrote; a missing, partial or foreign file is an error naming it."
     path = Path(run_dir) / 'metrics.json'

@@ -16,7 +16,7 @@ __all__ = ['ranked_relevance', 'index_from_mask', 'relevant_ranks', 'metrics_fro
            'loop_metrics', 'chance_level', 'evaluate_relevance', 'evaluate_retrieval', 'SearchResult', 'relevant_index',
            'chunked_search', 'evaluate_embeddings']
 
-# %% ../nbs/07_metrics.ipynb #0ab23b84
+# %% ../nbs/07_metrics.ipynb #ce234796
 def ranked_relevance(scores:torch.Tensor,   # (queries, candidates) similarity
                      relevant:torch.Tensor  # (queries, candidates) bool
                     )->torch.Tensor:
@@ -47,6 +47,7 @@ def _count_at_least(scores:torch.Tensor, thresholds:torch.Tensor)->torch.Tensor:
         return torch.from_numpy(np.stack([np.count_nonzero(s >= t[:, j:j + 1], axis=1) for j in range(t.shape[1])], 1)).long()
     return torch.stack([(scores >= thresholds[:, j:j + 1]).sum(1) for j in range(thresholds.shape[1])], 1)
 
+# %% ../nbs/07_metrics.ipynb #7ccd5877
 def _ranks_from_counts(thresholds:torch.Tensor, # (Q, T) relevant scores, any order
                        valid:torch.Tensor,      # (Q, T) which entries are real (the rest is padding)
                        counts:torch.Tensor,     # (Q, T) non-relevant candidates scoring >= each threshold
@@ -222,17 +223,9 @@ def _padded(x:torch.Tensor, rows:int)->torch.Tensor:
     "x with zero rows appended up to `rows`, so every matrix product has one shape."
     return x if x.shape[0] == rows else torch.cat([x, x.new_zeros(rows - x.shape[0], *x.shape[1:])])
 
-# %% ../nbs/07_metrics.ipynb #2754b841
-@torch.no_grad()
-def chunked_search(queries:torch.Tensor,           # (Q, D) query embeddings (the device they are on does the work)
-                   candidates:torch.Tensor,        # (N, D) candidate embeddings (may stay on the CPU)
-                   k:int=10,                       # length of the top list per query (0: no list)
-                   relevant:torch.Tensor|None=None,# (Q, max R) relevant candidate indices, -1 padding (`relevant_index`)
-                   query_chunk:int=1024,           # queries per block
-                   candidate_chunk:int=8192,       # candidates per block
-                   progress:bool=False,            # tqdm bar over query chunks
-                  )->SearchResult:
-    "Top-k candidates by dot product and exact pessimistic ranks of the relevant ones, one block at a time."
+# %% ../nbs/07_metrics.ipynb #0c7a11ed
+def _check_search_inputs(queries, candidates, k:int, relevant):
+    "`relevant` as a long tensor, after checking shapes, k, finite values and that every query has a relevant candidate."
     Q, N = queries.shape[0], candidates.shape[0]
     if queries.shape[1] != candidates.shape[1]: raise ValueError(f"queries have {queries.shape[1]} dimensions, candidates {candidates.shape[1]}")
     if not 0 <= k <= N: raise ValueError(f"k={k} must be between 0 and the {N} candidates")
@@ -245,6 +238,30 @@ def chunked_search(queries:torch.Tensor,           # (Q, D) query embeddings (th
         if relevant.shape[0] != Q: raise ValueError(f"relevant has {relevant.shape[0]} rows for {Q} queries")
         if (relevant >= N).any(): raise ValueError(f"relevant index {int(relevant.max())} is out of range for {N} candidates")
         if ((relevant >= 0).sum(1) == 0).any(): raise ValueError(f"query {int(((relevant >= 0).sum(1) == 0).nonzero()[0])} has no relevant candidate")
+    return relevant
+
+def _relevant_scores(q, rel, valid, candidates, w:int):
+    "(queries, max R) scores of each query's relevant candidates, +inf at the -1 padding (which then counts nothing)."
+    wanted, slot = torch.unique(rel[valid], return_inverse=True)  # the relevant candidates of this chunk
+    block_scores = torch.cat([q @ _padded(candidates[wanted[u:u + w]].to(q.device).float(), w).T
+                              for u in range(0, len(wanted), w)], dim=1)
+    thresholds = torch.full(rel.shape, float('inf'), device=q.device)
+    thresholds[valid] = block_scores[valid.nonzero(as_tuple=True)[0], slot]
+    return thresholds
+
+# %% ../nbs/07_metrics.ipynb #2754b841
+@torch.no_grad()
+def chunked_search(queries:torch.Tensor,           # (Q, D) query embeddings (the device they are on does the work)
+                   candidates:torch.Tensor,        # (N, D) candidate embeddings (may stay on the CPU)
+                   k:int=10,                       # length of the top list per query (0: no list)
+                   relevant:torch.Tensor|None=None,# (Q, max R) relevant candidate indices, -1 padding (`relevant_index`)
+                   query_chunk:int=1024,           # queries per block
+                   candidate_chunk:int=8192,       # candidates per block
+                   progress:bool=False,            # tqdm bar over query chunks
+                  )->SearchResult:
+    "Top-k candidates by dot product and exact pessimistic ranks of the relevant ones, one block at a time."
+    Q, N = queries.shape[0], candidates.shape[0]
+    relevant = _check_search_inputs(queries, candidates, k, relevant)
     device, qc, w = queries.device, min(query_chunk, Q), min(candidate_chunk, N)
     top_v, top_i, ranks = [], [], []
     for q0 in tqdm(range(0, Q, qc), desc='search', disable=not progress, leave=False):
@@ -254,12 +271,7 @@ def chunked_search(queries:torch.Tensor,           # (Q, D) query embeddings (th
         if relevant is not None:
             rel = relevant[q0:q0 + n_q].to(device)
             valid = rel >= 0
-            wanted, slot = torch.unique(rel[valid], return_inverse=True)  # the relevant candidates of this chunk
-            block_scores = torch.cat([q @ _padded(candidates[wanted[u:u + w]].to(device).float(), w).T
-                                      for u in range(0, len(wanted), w)], dim=1)
-            thresholds = torch.full(rel.shape, float('inf'), device=device)  # +inf padding counts nothing
-            rows = valid.nonzero(as_tuple=True)[0]
-            thresholds[valid] = block_scores[rows, slot]
+            thresholds = _relevant_scores(q, rel, valid, candidates, w)
             counts = torch.zeros(rel.shape, dtype=torch.long, device=device)
         for c0 in range(0, N, w):
             n_c = min(w, N - c0)

@@ -21,11 +21,12 @@ def masked_mean(frames:torch.Tensor, # (B, T, D)
     if (counts == 0).any(): raise ValueError(f"{int((counts == 0).sum())} clip(s) have no real frames to pool")
     return (frames * weights).sum(1) / counts
 
-# %% ../nbs/05_pooling.ipynb #830dee2a
+# %% ../nbs/05_pooling.ipynb #ccb3099a
 import math
 import torch.nn as nn
 import torch.nn.functional as F
 
+# %% ../nbs/05_pooling.ipynb #a5243fa2
 class TextAwareAttentionPooling(nn.Module):
     "Pool a clip's frames with attention from the caption; `score` gives cos(z_a|t, c_t) for every pair, chunked."
     def __init__(self, dim:int=1024,        # D: shared space size

@@ -58,7 +58,7 @@ def exclude_freesound_ids(clips:list[Clip],            # training clips (e.g. Wa
     report.log(f"exclusion of {len(ids)} Freesound ids")
     return kept
 
-# %% ../nbs/02c_protocol.ipynb #d5b9abf0
+# %% ../nbs/02c_protocol.ipynb #e202b4ea
 @dataclass
 class MultiPositiveQuery:
     "One evaluation query and the audio files relevant to it."
@@ -92,6 +92,7 @@ def read_multi_positive(csv_path:str|Path,          # CSV with query,audio_filen
     report.log(f"{csv_path.name} ({len(queries)} queries)")
     return queries
 
+# %% ../nbs/02c_protocol.ipynb #4130485e
 def relevance_matrix(queries:list[MultiPositiveQuery], # from `read_multi_positive`
                      clip_ids:list[str],               # the evaluated clips, in the order of the similarity columns
                     )->torch.Tensor:

@@ -83,7 +83,7 @@ def answer_each(answer:Callable[[Request], str], requests:list[Request])->list[s
         except Exception as e: out.append(e)
     return out
 
-# %% ../nbs/03b_rewrite.ipynb #3a1d4395
+# %% ../nbs/03b_rewrite.ipynb #55ad9816
 _SYNONYMS = {'loud': 'noisy', 'loudly': 'noisily', 'quiet': 'soft', 'quietly': 'softly', 'large': 'big', 'small': 'little',
              'person': 'someone', 'car': 'vehicle', 'cars': 'vehicles', 'talking': 'speaking', 'talk': 'speak',
              'walking': 'stepping', 'background': 'backdrop', 'chirping': 'tweeting', 'chirp': 'tweet', 'fast': 'quickly',
@@ -111,6 +111,7 @@ def merge_captions_rule(a:str, b:str)->str:
     if not a or not b: raise Refusal('empty caption')
     return f'{a[0].upper()}{a[1:]} while {b[0].lower()}{b[1:]}.'
 
+# %% ../nbs/03b_rewrite.ipynb #c77bfd28
 class OfflineBackend(Backend):
     "Deterministic rule-based stand-in for a model: translate, merge, paraphrase and plain prompts."
     batch_size = 64
@@ -169,7 +170,7 @@ class JsonlCache:
         self.tail_checked = True
         with open(self.path, 'a', encoding='utf-8') as f: f.write(json.dumps(record, ensure_ascii=False) + '\n')
 
-# %% ../nbs/03b_rewrite.ipynb #36026916
+# %% ../nbs/03b_rewrite.ipynb #104b9414
 REFUSAL_RE = re.compile(r"^\W*(i'?m sorry|i am sorry|sorry, (but )?i|i cannot|i can'?t|i can not|i won'?t|as an ai)", re.I)
 
 @dataclass
@@ -193,6 +194,7 @@ class RewriteReport:
     backend_calls:int     # requests the backend was sent (retries of a failed batch included)
     examples:list[str] = field(default_factory=list) # a few errors and refusals
 
+# %% ../nbs/03b_rewrite.ipynb #eb4e9a1a
 class Rewriter:
     "One prompt template through one backend, with an on-disk cache."
     def __init__(self, backend:Backend,           # who answers

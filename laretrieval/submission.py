@@ -15,7 +15,7 @@ import torch
 
 from .metrics import metrics_from_ranks, _stable_topk
 from .config import atomic_write
-from .corpora import LoadReport, read_csv_rows
+from .corpora import LoadReport, read_caption_rows, read_csv_rows
 
 # %% auto #0
 __all__ = ['GroundTruth', 'read_clotho_truth', 'read_relevance_file', 'fname_columns', 'export_submission', 'read_submission',
@@ -37,24 +37,19 @@ def _read_csv(path)->pd.DataFrame:
     header, rows = read_csv_rows(path, LoadReport())
     return pd.DataFrame([[row.get(c) or '' for c in header] for _, row in rows], columns=header, dtype=str)
 
+# %% ../nbs/07c_submission.ipynb #c07c0001
 def read_clotho_truth(path:str|Path # a Clotho caption file: file_name, caption_1..caption_5
                      )->GroundTruth:
     "Single-positive ground truth: each caption's relevant clip is the file of its row."
-    df = _read_csv(path)
-    caption_cols = [c for c in df.columns if c.startswith('caption_')]
-    if 'file_name' not in df.columns or not caption_cols: raise ValueError(f"{path}: expected columns file_name, caption_1..; got {list(df.columns)}")
-    relevant = {}
-    for i, row in enumerate(df.itertuples(index=False)):
-        fname = row[df.columns.get_loc('file_name')]
-        if not fname: raise ValueError(f"{_row(path, i)}: empty file_name")
-        for c in caption_cols:
-            caption = row[df.columns.get_loc(c)]
-            if not caption.strip(): raise ValueError(f"{_row(path, i)}: empty {c} of {fname!r}")  # a query would vanish unseen
-            if fname not in relevant.setdefault(caption, []): relevant[caption].append(fname)
-    dup = df['file_name'][df['file_name'].duplicated()]
-    if len(dup): raise ValueError(f"{_row(path, dup.index[0])}: file {dup.iloc[0]!r} appears twice")
-    return GroundTruth(relevant, df['file_name'].tolist())
+    relevant, candidates = {}, []
+    for r in read_caption_rows(path, blank='keep'):  # the corpora's one caption-CSV parser: an empty or repeated file name is an error
+        candidates.append(r.clip_id)
+        for c, caption in r.captions.items():
+            if not caption.strip(): raise ValueError(f"{_row(path, r.row - 1)}: empty {c} of {r.clip_id!r}")  # a query would vanish unseen
+            if r.clip_id not in relevant.setdefault(caption, []): relevant[caption].append(r.clip_id)
+    return GroundTruth(relevant, candidates)
 
+# %% ../nbs/07c_submission.ipynb #c07c0002
 def read_relevance_file(path:str|Path,       # DCASE 2025 annotations: query, audio_filenames (a Python list literal)
                         candidates:list[str] # every file of the evaluation set (e.g. read_clotho_truth(...).candidates)
                        )->GroundTruth:
@@ -100,7 +95,7 @@ def export_submission(path:str|Path,                 # the CSV to write
     with atomic_write(path) as f: df.to_csv(f, index=False)  # a killed or failed write leaves no half ranking file
     return df
 
-# %% ../nbs/07c_submission.ipynb #9a23171a
+# %% ../nbs/07c_submission.ipynb #a21e4aec
 def read_submission(path:str|Path # a ranking file: caption, fname_1..fname_k
                    )->pd.DataFrame:
     "The ranking file, checked: its columns, one row per query, k distinct non-empty file names per row."
@@ -122,6 +117,7 @@ def read_submission(path:str|Path # a ranking file: caption, fname_1..fname_k
         if len(set(row)) < k: raise ValueError(f"{_row(path, i)}: a file is listed twice in one ranking")
     return df
 
+# %% ../nbs/07c_submission.ipynb #705201b2
 def evaluate_submission(path:str|Path,        # a ranking file
                         truth:GroundTruth,    # `read_clotho_truth` or `read_relevance_file`
                         map_ks=(10,), recall_ks=(1, 5, 10),
