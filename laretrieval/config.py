@@ -18,8 +18,8 @@ from .registry import AUDIO_ENCODERS, CONTRASTIVE_LOSSES, CORPORA
 # %% auto #0
 __all__ = ['SETTINGS_DEFAULTS', 'POSITIVE', 'NON_NEGATIVE', 'RATE', 'PROBABILITY', 'DROPOUT', 'SEED', 'FIELD_RANGES',
            'FIELD_CHOICES', 'find_settings_file', 'Settings', 'load_settings', 'as_switch', 'Range', 'check_allowed',
-           'ExperimentConfig', 'check_type', 'params_from_namespace', 'seed_everything', 'resolve_device',
-           'atomic_write']
+           'DataFields', 'ModelFields', 'OptimFields', 'StageFields', 'EvalFields', 'RunFields', 'ExperimentConfig',
+           'check_type', 'params_from_namespace', 'seed_everything', 'resolve_device', 'atomic_write']
 
 # %% ../nbs/00_config.ipynb #fde8aebe
 SETTINGS_DEFAULTS = dict(data_root='~/data', runs_dir='runs', cache_dir='~/.cache/laretrieval', audio_cache='on', device='auto',
@@ -130,11 +130,10 @@ def check_allowed(name:str,           # the field
         kind = 'an integer' if expected is int else 'a finite number'
         raise ValueError(f"parameter {name!r} is {value!r}; it must be {kind} {FIELD_RANGES[name]}".rstrip())
 
-# %% ../nbs/00_config.ipynb #227d5079
+# %% ../nbs/00_config.ipynb #6a195308
 @dataclass
-class ExperimentConfig:
-    "One experiment's parameters: flat, typed, one comment each (mirrored by train_eval.ipynb's parameters cell)."
-    # data
+class DataFields:
+    "What the run trains and is evaluated on, and how training items are augmented."
     dataset:str = 'builtin'            # 'builtin': the generated set (no download); 'esc50': ESC-50; 'clotho': Clotho v2.1
     data_dir:str = ''                  # folder of a real corpus (empty: data_root of settings.ini / dataset name)
     builtin_clips:int = 900            # clips in the built-in set (split 70/15/15 into train/val/test)
@@ -147,7 +146,11 @@ class ExperimentConfig:
     word_p:float = 0.0                 # augmentation: chance of word deletion/swap per training caption
     sample_rate:int = 16000            # audio rate the encoder sees (PaSST: 32000)
     train_items:str = 'clip'           # 'clip': an item per clip with a random caption each time; 'caption': an item per caption
-    # model
+
+# %% ../nbs/00_config.ipynb #1deeb293
+@dataclass
+class ModelFields:
+    "The encoders, the shared space and the pooling."
     audio_encoder:str = 'cnn'          # 'cnn': small log-mel CNN that trains on CPU; 'passt': PaSST-S (32 kHz)
     audio_width:int = 32               # channels of the first CNN block (doubles per block)
     passt_arch:str = 'passt_s_swa_p16_128_ap476' # hear21passt architecture
@@ -164,7 +167,11 @@ class ExperimentConfig:
     pooling:str = 'mean'               # audio frames -> clip vector: 'mean' or 'tap' (text-aware attention)
     tap_dim:int = 2048                 # TAP attention size D_p
     tap_dropout:float = 0.05           # TAP dropout on the attention weights
-    # loss and optimisation
+
+# %% ../nbs/00_config.ipynb #a5c07569
+@dataclass
+class OptimFields:
+    "The contrastive objective and the optimizer, schedule and precision."
     loss:str = 'ntxent'                # 'ntxent' (symmetric InfoNCE, multi-positive) or 'sigmoid' (SigLIP)
     tau:float = 0.05                   # temperature of NT-Xent (and of sigmoid when sigmoid_on_scaled)
     sigmoid_t_init:float = 1.0         # sigmoid loss: initial log-scale t
@@ -182,6 +189,11 @@ class ExperimentConfig:
     precision:str = '32-true'          # Fabric precision: '32-true', 'bf16-mixed' or '16-mixed' (papers: fp16 mixed)
     accumulate_batches:int = 1         # batches whose gradients add up to one optimizer step
     grad_clip:float = 0.0              # clip the gradient norm to this (0: no clipping)
+
+# %% ../nbs/00_config.ipynb #83072ec4
+@dataclass
+class StageFields:
+    "Stages 2 and 3: the starting weights, the teachers, the caption clusters and the weight of each loss term."
     # stages (1: contrastive; 2: + distillation from teachers; 3: + caption-cluster classification)
     init_checkpoint:str = ''           # start from these weights: a run folder or checkpoint file (empty: fresh model)
     teachers:str = ''                  # teacher file from laretrieval.ensemble for distillation (empty: none)
@@ -189,13 +201,21 @@ class ExperimentConfig:
     contrastive_weight:float = 1.0     # weight of the contrastive loss
     distill_weight:float = 1.0         # weight of the distillation loss (used with teachers)
     cluster_weight:float = 1.0         # weight of the cluster classification loss (used with cluster_labels)
-    # evaluation
+
+# %% ../nbs/00_config.ipynb #49f46eff
+@dataclass
+class EvalFields:
+    "What validation and test report, and which metric picks the checkpoint."
     map_ks:list[int] = field(default_factory=lambda: [10, 16])    # k of every mAP@k reported (DCASE 2025 ranks by mAP@16)
     recall_ks:list[int] = field(default_factory=lambda: [1, 5, 10]) # k of every R@k reported
     val_metric:str = 't2a_mAP@10'      # validation metric that picks the best epoch: t2a_/a2t_ + a reported mAP@k or R@k
     val_relevance:str = ''             # relevance file (query,audio_filenames) for validation (empty: each caption's own clip)
     test_relevance:str = ''            # relevance file for the test split, e.g. DCASE 2025's multi-positive one (empty: own clip)
-    # run
+
+# %% ../nbs/00_config.ipynb #db90677e
+@dataclass
+class RunFields:
+    "Seeds, devices and where results go."
     seed:int = 0                       # seeds model init and data order
     device:str = ''                    # empty: the device in settings.ini; else cpu, cuda, cuda:1
     num_threads:int = 0                # torch CPU threads (0: the value in settings.ini)
@@ -204,6 +224,10 @@ class ExperimentConfig:
     checkpoint_every:int = 0           # also checkpoint every this many optimizer steps inside an epoch (0: epoch ends only)
     output_dir:str = ''                # where results go (empty: runs_dir/interactive-TIME)
 
+# %% ../nbs/00_config.ipynb #09e24984
+@dataclass
+class ExperimentConfig(RunFields, EvalFields, StageFields, OptimFields, ModelFields, DataFields):
+    "One experiment's parameters: flat, typed, one comment each (mirrored by train_eval.ipynb's parameters cell)."
     @classmethod
     def from_dict(cls, params:dict # parameter name -> value
                  )->'ExperimentConfig':
@@ -236,6 +260,7 @@ class ExperimentConfig:
 
     def to_dict(self)->dict: return asdict(self)
 
+# %% ../nbs/00_config.ipynb #ebf9b38e
 def check_type(name:str, value, expected:type):
     "Raise `TypeError` naming `name` unless `value` is an `expected` (int is a valid float; bool is not a number; `list[int]` checks each item)."
     if typing.get_origin(expected) is list:

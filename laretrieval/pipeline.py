@@ -25,7 +25,7 @@ from .train import TrainResult, make_fabric, train
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'DATA_FIELDS', 'test_and_save', 'claim_run_folder', 'check_audio', 'run_training',
-           'cluster_training_captions', 'ensemble_runs', 'ensemble_table']
+           'cluster_training_captions', 'score_members', 'compare_with_members', 'ensemble_runs', 'ensemble_table']
 
 # %% ../nbs/11b_pipeline.ipynb #412b1e27
 def test_and_save(model:DualEncoder, result:TrainResult, test_set:AudioCaptionDataset, cfg:ExperimentConfig,
@@ -50,7 +50,7 @@ def test_and_save(model:DualEncoder, result:TrainResult, test_set:AudioCaptionDa
         for name in ('last.ckpt', 'best.ckpt'): (out / name).unlink(missing_ok=True)
     return metrics
 
-# %% ../nbs/11b_pipeline.ipynb #78bb2d41
+# %% ../nbs/11b_pipeline.ipynb #56af1eb3
 RUN_FILES = ('last.ckpt', 'best.ckpt', 'log.jsonl', 'history.csv', 'per_query_t2a.csv', 'checkpoint.pt', 'metrics.json', 'config.json')
 
 def claim_run_folder(out:Path, resume:bool=False, overwrite:bool=False):
@@ -73,6 +73,7 @@ def check_audio(splits:Splits, settings:Settings, progress:bool=True):
     clips = [c for split in (train, splits.val, splits.test) for c in split.clips if c.path is not None]
     if clips: prepare_audio(clips, train.sample_rate, AudioCache.from_settings(settings), on_error='raise', progress=progress)
 
+# %% ../nbs/11b_pipeline.ipynb #4ff3167b
 def run_training(cfg:ExperimentConfig, output_dir:str|Path, resume:bool=False, progress:bool=True,
                  overwrite:bool=False, # start over in a folder that holds a run (its files are deleted)
                 )->dict|None:
@@ -110,7 +111,7 @@ def cluster_training_captions(cfg:ExperimentConfig, n_clusters:int, # k of k-mea
     table = pd.DataFrame([(c.clip_id, i, text) for c in clips for i, text in enumerate(c.captions, 1)], columns=['file_name', 'caption_index', 'caption'])
     return write_cluster_labels(cluster_captions(table, n_clusters, seed, progress=progress).table, output)
 
-# %% ../nbs/11b_pipeline.ipynb #306a0aeb
+# %% ../nbs/11b_pipeline.ipynb #b8b796af
 DATA_FIELDS = ('dataset', 'data_dir', 'builtin_clips', 'data_seed', 'esc50_test_fold', 'positives')  # members must agree
 
 def _per_clip(dataset)->AudioCaptionDataset:
@@ -118,22 +119,16 @@ def _per_clip(dataset)->AudioCaptionDataset:
     base = getattr(dataset, 'base', dataset)
     return AudioCaptionDataset(base.clips, base.sample_rate, base.max_samples / base.sample_rate, cache=base.cache)
 
-def ensemble_runs(run_dirs:list, output_dir:str|Path, normalize:str='zscore', choose:bool=True, teacher:bool=False,
-                  device:str|torch.device='cpu', settings:Settings|None=None, progress:bool=True)->dict:
-    "Evaluate the ensemble of finished runs (weights chosen on validation), compare it with each member, optionally export a teacher."
-    from laretrieval.ensemble import choose_weights, combine_similarities, model_similarities, ensemble_teacher
+def score_members(run_dirs:list, members:list, # finished run folders and their (model, config) from `load_run`
+                  teacher:bool=False, device='cpu', settings:Settings|None=None, progress:bool=True)->tuple[dict, dict]:
+    "Each member's caption x clip scores on val and test (and the training split for a teacher), and the keys they share."
+    from laretrieval.ensemble import model_similarities
     from laretrieval.teachers import caption_rows
-    from laretrieval.significance import paired_test
-    if len(run_dirs) < 2: raise ValueError(f"an ensemble needs at least 2 runs, got {len(run_dirs)}")
-    out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
-    settings, device = settings or load_settings(), resolve_device(str(device))
-    members = [load_run(r, device) for r in run_dirs]
     first = members[0][1]
     for r, (_, cfg) in zip(run_dirs, members):
         differ = [f for f in DATA_FIELDS if getattr(cfg, f) != getattr(first, f)]
         if differ: raise ValueError(f"{r} was trained on other data than {run_dirs[0]}: {', '.join(differ)} differ")
-    sims = dict(val=[], test=[], train=[])
-    keys = {}
+    sims, keys = dict(val=[], test=[], train=[]), {}
     for n, (model, cfg) in enumerate(members):
         splits = build_datasets(cfg, settings)
         parts = dict(val=splits.val, test=splits.test, **(dict(train=_per_clip(splits.train)) if teacher else {}))
@@ -145,20 +140,41 @@ def ensemble_runs(run_dirs:list, output_dir:str|Path, normalize:str='zscore', ch
             sims[name].append(sim)
             if name == 'train': keys['train_rows'] = (caption_rows(dataset), [c.clip_id for c in dataset.clips])
         if progress: print(f'scored {run_dirs[n]}')
+    return sims, keys
+
+# %% ../nbs/11b_pipeline.ipynb #d245f406
+def compare_with_members(systems:dict, text_keys:list, audio_keys:list, map_ks, recall_ks)->tuple[dict, dict, dict]:
+    "Per-query metrics of every system (text→audio and audio→text), and the paired test of the ensemble against each member at every mAP@k."
+    from laretrieval.significance import paired_test
+    relevant, ks = positive_mask(text_keys, audio_keys), dict(map_ks=map_ks, recall_ks=recall_ks)
+    per_query = {name: retrieval_metrics(s, relevant, **ks) for name, s in systems.items()}
+    per_clip = {name: retrieval_metrics(s.T, relevant.T, **ks) for name, s in systems.items()}  # audio→text
+    members = [name for name in systems if name != 'ensemble']
+    # text→audio: captions of one clip are resampled together; audio→text: each clip is its own group
+    comparisons = {f'mAP@{k}': {direction: {m: paired_test(values['ensemble'][f'mAP@{k}'], values[m][f'mAP@{k}'], groups=groups,
+                                                             alternative='greater') for m in members}
+                                for direction, values, groups in [('t2a', per_query, text_keys), ('a2t', per_clip, None)]}
+                   for k in map_ks}
+    return per_query, per_clip, comparisons
+
+# %% ../nbs/11b_pipeline.ipynb #cc6dad11
+def ensemble_runs(run_dirs:list, output_dir:str|Path, normalize:str='zscore', choose:bool=True, teacher:bool=False,
+                  device:str|torch.device='cpu', settings:Settings|None=None, progress:bool=True)->dict:
+    "Evaluate the ensemble of finished runs (weights chosen on validation), compare it with each member, optionally export a teacher."
+    from laretrieval.ensemble import choose_weights, combine_similarities, ensemble_teacher
+    if len(run_dirs) < 2: raise ValueError(f"an ensemble needs at least 2 runs, got {len(run_dirs)}")
+    out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
+    settings, device = settings or load_settings(), resolve_device(str(device))
+    members = [load_run(r, device) for r in run_dirs]
+    first = members[0][1]
+    sims, keys = score_members(run_dirs, members, teacher, device, settings, progress)
     # weights maximise the members' validation metric on text→audio (an a2t val_metric is read as its t2a counterpart)
     val_metric = first.val_metric.split('_', 1)[1]
     weights, val_value = choose_weights(sims['val'], *keys['val'], normalize=normalize, metric=val_metric) if choose else ([1 / len(members)] * len(members), None)
     text_keys, audio_keys = keys['test']
-    relevant, ks = positive_mask(text_keys, audio_keys), dict(map_ks=first.map_ks, recall_ks=first.recall_ks)
-    ensemble = combine_similarities(sims['test'], normalize, weights)
-    systems = {'ensemble': ensemble, **{str(r): s for r, s in zip(run_dirs, sims['test'])}}
-    per_query = {name: retrieval_metrics(s, relevant, **ks) for name, s in systems.items()}
-    per_clip = {name: retrieval_metrics(s.T, relevant.T, **ks) for name, s in systems.items()}  # audio→text
-    # text→audio: captions of one clip are resampled together; audio→text: each clip is its own group
-    comparisons = {f'mAP@{k}': {direction: {str(r): paired_test(values['ensemble'][f'mAP@{k}'], values[str(r)][f'mAP@{k}'], groups=groups,
-                                                                 alternative='greater') for r in run_dirs}
-                                for direction, values, groups in [('t2a', per_query, text_keys), ('a2t', per_clip, None)]}
-                   for k in first.map_ks}
+    systems = {'ensemble': combine_similarities(sims['test'], normalize, weights), **{str(r): s for r, s in zip(run_dirs, sims['test'])}}
+    per_query, _, comparisons = compare_with_members(systems, text_keys, audio_keys, first.map_ks, first.recall_ks)
+    ks = dict(map_ks=first.map_ks, recall_ks=first.recall_ks)
     result = dict(members=[str(r) for r in run_dirs], normalize=normalize, weights=weights, val_metric=f't2a_{val_metric}', val_value=val_value,
                   test={name: evaluate_retrieval(s, text_keys, audio_keys, **ks) for name, s in systems.items()},
                   ensemble_vs_member=comparisons)
@@ -171,6 +187,7 @@ def ensemble_runs(run_dirs:list, output_dir:str|Path, normalize:str='zscore', ch
     with atomic_write(out / 'ensemble.json') as f: f.write(json.dumps(result, indent=2))
     return result
 
+# %% ../nbs/11b_pipeline.ipynb #50f4cf38
 def ensemble_table(result:dict)->str:
     "Test mAP@k (every k) and the first R@k of the ensemble and each member in both directions, with the paired test of the ensemble against each member at each k."
     maps = list(result['ensemble_vs_member'])

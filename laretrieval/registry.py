@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Iterator
 
+from fastcore.basics import patch
+
 # %% auto #0
 __all__ = ['AUDIO_ENCODERS', 'TEXT_ENCODERS', 'CONTRASTIVE_LOSSES', 'LOSS_TERMS', 'CORPORA', 'Registry']
 
@@ -33,30 +35,36 @@ class Registry:
         if name not in self._entries: raise ValueError(f"{self.kind} {name!r} is not registered")
         del self._entries[name]; self.prefixed.discard(name)
 
-    def split(self, name:str)->tuple[str, str|None]:
-        "(entry, argument) of a name: 'hf:roberta-large' -> ('hf', 'roberta-large'); 'passt' -> ('passt', None)."
-        head, sep, arg = name.partition(':')
-        if sep and head in self.prefixed: return head, arg
-        if name in self._entries: return name, None
-        if self.default is not None: return self.default, name
-        raise ValueError(f"unknown {self.kind} {name!r}; registered: {', '.join(map(repr, self))}")
+# %% ../nbs/00b_registry.ipynb #0ce4204f
+@patch
+def split(self:Registry, name:str)->tuple[str, str|None]:
+    "(entry, argument) of a name: 'hf:roberta-large' -> ('hf', 'roberta-large'); 'passt' -> ('passt', None)."
+    head, sep, arg = name.partition(':')
+    if sep and head in self.prefixed: return head, arg
+    if name in self._entries: return name, None
+    if self.default is not None: return self.default, name
+    raise ValueError(f"unknown {self.kind} {name!r}; registered: {', '.join(map(repr, self))}")
 
-    def get(self, name:str):
-        "The class registered for `name` (imported now when registered as a string)."
-        entry = self._entries[self.split(name)[0]]
-        if isinstance(entry, str):
-            module, _, attr = entry.partition(':')
-            entry = getattr(importlib.import_module(module), attr)
-        return entry
+@patch
+def get(self:Registry, name:str):
+    "The class registered for `name` (imported now when registered as a string)."
+    entry = self._entries[self.split(name)[0]]
+    if isinstance(entry, str):
+        module, _, attr = entry.partition(':')
+        entry = getattr(importlib.import_module(module), attr)
+    return entry
 
-    def __contains__(self, name)->bool:
-        try: self.split(str(name)); return True
-        except ValueError: return False
+@patch
+def __contains__(self:Registry, name)->bool:
+    try: self.split(str(name)); return True
+    except ValueError: return False
 
-    def __iter__(self)->Iterator[str]:
-        return iter(f'{n}:<name>' if n in self.prefixed else n for n in self._entries)
+@patch
+def __iter__(self:Registry)->Iterator[str]:
+    return iter(f'{n}:<name>' if n in self.prefixed else n for n in self._entries)
 
-    def __repr__(self): return f"Registry({self.kind!r}: {', '.join(self)})"
+@patch
+def __repr__(self:Registry): return f"Registry({self.kind!r}: {', '.join(self)})"
 
 # %% ../nbs/00b_registry.ipynb #e8d8e5be
 AUDIO_ENCODERS = Registry('audio encoder', {

@@ -8,7 +8,7 @@ Docs: https://laretrieval.github.io/laretrieval/train.html.md"""
 
 # %% ../nbs/11_train.ipynb #a2b6300a
 from __future__ import annotations
-import itertools, random, time
+import itertools, math, random, time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
