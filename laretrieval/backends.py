@@ -9,6 +9,8 @@ from __future__ import annotations
 import email.utils, os, time
 from typing import Callable
 
+from fastcore.basics import patch
+
 import requests
 import torch
 
@@ -51,43 +53,50 @@ class OpenAIChatBackend(Backend):
         messages = ([dict(role='system', content=self.system)] if self.system else []) + [dict(role='user', content=prompt)]
         return dict(model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens)
 
-    def wait_seconds(self, attempt:int, retry_after:str|None=None)->float:
-        "Wait before retry number `attempt + 1`: the server's Retry-After (seconds or HTTP date) or backoff·2^attempt."
-        seconds = self.backoff * 2 ** attempt
-        if retry_after:
-            try: seconds = float(retry_after)
-            except ValueError:
-                try: seconds = email.utils.parsedate_to_datetime(retry_after).timestamp() - time.time()
-                except (TypeError, ValueError): pass  # unreadable: keep the backoff
-        return min(self.max_backoff, max(0.0, seconds))
+# %% ../nbs/03c_backends.ipynb #e37f6bf1
+@patch
+def wait_seconds(self:OpenAIChatBackend, attempt:int, retry_after:str|None=None)->float:
+    "Wait before retry number `attempt + 1`: the server's Retry-After (seconds or HTTP date) or backoff·2^attempt."
+    seconds = self.backoff * 2 ** attempt
+    if retry_after:
+        try: seconds = float(retry_after)
+        except ValueError:
+            try: seconds = email.utils.parsedate_to_datetime(retry_after).timestamp() - time.time()
+            except (TypeError, ValueError): pass  # unreadable: keep the backoff
+    return min(self.max_backoff, max(0.0, seconds))
 
-    def complete(self, prompt:str)->str:
-        "The model's answer to one prompt."
-        last = ''
-        for attempt in range(self.max_retries + 1):
-            try: r = self.session.post(self.url, json=self.body(prompt), headers=self.headers, timeout=self.timeout)
-            except (requests.Timeout, requests.ConnectionError) as e:
-                last, wait = f'{type(e).__name__}: {e}', self.wait_seconds(attempt)
-            else:
-                if r.status_code == 200: return self.parse(r)
-                if r.status_code != 429 and r.status_code < 500:
-                    raise RuntimeError(f"POST {self.url}: HTTP {r.status_code} (not retried): {r.text[:300]}")
-                last, wait = f'HTTP {r.status_code}: {r.text[:200]}', self.wait_seconds(attempt, r.headers.get('Retry-After'))
-            if attempt < self.max_retries: self.sleep(wait)
-        raise RuntimeError(f"POST {self.url} failed after {self.max_retries + 1} attempts; last error: {last}")
+# %% ../nbs/03c_backends.ipynb #d7c3ced1
+@patch
+def complete(self:OpenAIChatBackend, prompt:str)->str:
+    "The model's answer to one prompt."
+    last = ''
+    for attempt in range(self.max_retries + 1):
+        try: r = self.session.post(self.url, json=self.body(prompt), headers=self.headers, timeout=self.timeout)
+        except (requests.Timeout, requests.ConnectionError) as e:
+            last, wait = f'{type(e).__name__}: {e}', self.wait_seconds(attempt)
+        else:
+            if r.status_code == 200: return self.parse(r)
+            if r.status_code != 429 and r.status_code < 500:
+                raise RuntimeError(f"POST {self.url}: HTTP {r.status_code} (not retried): {r.text[:300]}")
+            last, wait = f'HTTP {r.status_code}: {r.text[:200]}', self.wait_seconds(attempt, r.headers.get('Retry-After'))
+        if attempt < self.max_retries: self.sleep(wait)
+    raise RuntimeError(f"POST {self.url} failed after {self.max_retries + 1} attempts; last error: {last}")
 
-    def parse(self, r:requests.Response)->str:
-        "The answer text of a 200 response; a refusal raises `Refusal`."
-        try:
-            choice = r.json()['choices'][0]
-            message = choice['message']
-        except (ValueError, KeyError, IndexError, TypeError) as e:
-            raise RuntimeError(f"POST {self.url}: unexpected answer ({e!r}): {r.text[:300]}") from None
-        if message.get('refusal'): raise Refusal(message['refusal'])
-        if choice.get('finish_reason') == 'content_filter': raise Refusal('finish_reason content_filter')
-        return message.get('content') or ''
+# %% ../nbs/03c_backends.ipynb #fb186f8d
+@patch
+def parse(self:OpenAIChatBackend, r:requests.Response)->str:
+    "The answer text of a 200 response; a refusal raises `Refusal`."
+    try:
+        choice = r.json()['choices'][0]
+        message = choice['message']
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        raise RuntimeError(f"POST {self.url}: unexpected answer ({e!r}): {r.text[:300]}") from None
+    if message.get('refusal'): raise Refusal(message['refusal'])
+    if choice.get('finish_reason') == 'content_filter': raise Refusal('finish_reason content_filter')
+    return message.get('content') or ''
 
-    def _generate(self, requests): return answer_each(lambda r: self.complete(r.text), requests)
+@patch
+def _generate(self:OpenAIChatBackend, requests): return answer_each(lambda r: self.complete(r.text), requests)
 
 # %% ../nbs/03c_backends.ipynb #d61ae3d0
 class TransformersBackend(Backend):
