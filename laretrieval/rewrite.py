@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from fastcore.basics import patch
+
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -147,28 +149,33 @@ class JsonlCache:
             self.records[record['key']] = record
         if data[end:].strip(): self.truncated = 1
 
-    def _cut_unfinished_line(self):
-        "Cut an unfinished last line (an interrupted write) off the file, so the next record starts a line of its own."
-        with open(self.path, 'rb+') as f:
-            size = f.seek(0, os.SEEK_END)
-            if size == 0: return
-            f.seek(size - 1)
-            if f.read(1) == b'\n': return
-            f.seek(0)
-            f.truncate(f.read().rfind(b'\n') + 1)
+# %% ../nbs/03b_rewrite.ipynb #1809bfce
+@patch
+def _cut_unfinished_line(self:JsonlCache):
+    "Cut an unfinished last line (an interrupted write) off the file, so the next record starts a line of its own."
+    with open(self.path, 'rb+') as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0: return
+        f.seek(size - 1)
+        if f.read(1) == b'\n': return
+        f.seek(0)
+        f.truncate(f.read().rfind(b'\n') + 1)
 
-    def get(self, key:str)->dict|None: return self.records.get(key)
-    def __len__(self): return len(self.records)
+@patch
+def get(self:JsonlCache, key:str)->dict|None: return self.records.get(key)
+@patch
+def __len__(self:JsonlCache): return len(self.records)
 
-    def append(self, record:dict # must hold 'key'
-              ):
-        "Store a record: one line, flushed and closed before returning."
-        self.records[record['key']] = record
-        if self.path is None: return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.tail_checked and self.path.exists(): self._cut_unfinished_line()
-        self.tail_checked = True
-        with open(self.path, 'a', encoding='utf-8') as f: f.write(json.dumps(record, ensure_ascii=False) + '\n')
+@patch
+def append(self:JsonlCache, record:dict # must hold 'key'
+          ):
+    "Store a record: one line, flushed and closed before returning."
+    self.records[record['key']] = record
+    if self.path is None: return
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    if not self.tail_checked and self.path.exists(): self._cut_unfinished_line()
+    self.tail_checked = True
+    with open(self.path, 'a', encoding='utf-8') as f: f.write(json.dumps(record, ensure_ascii=False) + '\n')
 
 # %% ../nbs/03b_rewrite.ipynb #104b9414
 REFUSAL_RE = re.compile(r"^\W*(i'?m sorry|i am sorry|sorry, (but )?i|i cannot|i can'?t|i can not|i won'?t|as an ai)", re.I)
@@ -226,34 +233,36 @@ class Rewriter:
             if len(requests) > 1: return [a for r in requests for a in self._answer([r])]
             return [self._check(e)]
 
-    def run(self, requests:list[dict], # field dictionaries, e.g. [{'text': ..., 'language': 'German'}]
-            desc:str|None=None)->tuple[list[RewriteResult], RewriteReport]:
-        "Results for every request (cached ones without a call) and a report; warns when some failed."
-        keys, calls = [self.key(f) for f in requests], self.backend.calls
-        todo = {}
-        for k, f in zip(keys, requests):
-            record = self.cache.get(k)
-            if k not in todo and (record is None or (self.retry_failed and record['status'] != 'ok')): todo[k] = f
-        pending = [(k, Request(self.prompt.name, self.prompt.render(f), f)) for k, f in todo.items()]
-        step = max(1, self.backend.batch_size)
-        with tqdm(total=len(pending), desc=desc or f'{self.prompt.name} ({self.backend.identity()["backend"]})',
-                  disable=not self.progress) as bar:
-            for start in range(0, len(pending), step):
-                batch = pending[start:start + step]
-                for (k, r), (status, output, error) in zip(batch, self._answer([r for _, r in batch])):
-                    self.cache.append(dict(key=k, prompt=self.prompt.name, fields=r.fields, backend=self.backend.identity(),
-                                           status=status, output=output, error=error, time=time.strftime('%Y-%m-%dT%H:%M:%S')))
-                bar.update(len(batch))
-        results = [RewriteResult(**{n: self.cache.get(k)[n] for n in ('status', 'output', 'error')}, key=k, from_cache=k not in todo)
-                   for k in keys]
-        unique = {r.key: r for r in results}.values()
-        bad = [f'{r.status}: {r.error}' for r in unique if r.status != 'ok']
-        report = RewriteReport(len(requests), len(unique), len(unique) - len(todo), len(todo),
-                               sum(r.status == 'ok' for r in unique), sum(r.status == 'refused' for r in unique),
-                               sum(r.status == 'error' for r in unique), self.cache.truncated,
-                               self.backend.calls - calls, bad[:5])
-        if bad or self.cache.truncated: warnings.warn(f"rewrite {self.prompt.name!r}: {report}")
-        return results, report
+# %% ../nbs/03b_rewrite.ipynb #43255be6
+@patch
+def run(self:Rewriter, requests:list[dict], # field dictionaries, e.g. [{'text': ..., 'language': 'German'}]
+        desc:str|None=None)->tuple[list[RewriteResult], RewriteReport]:
+    "Results for every request (cached ones without a call) and a report; warns when some failed."
+    keys, calls = [self.key(f) for f in requests], self.backend.calls
+    todo = {}
+    for k, f in zip(keys, requests):
+        record = self.cache.get(k)
+        if k not in todo and (record is None or (self.retry_failed and record['status'] != 'ok')): todo[k] = f
+    pending = [(k, Request(self.prompt.name, self.prompt.render(f), f)) for k, f in todo.items()]
+    step = max(1, self.backend.batch_size)
+    with tqdm(total=len(pending), desc=desc or f'{self.prompt.name} ({self.backend.identity()["backend"]})',
+              disable=not self.progress) as bar:
+        for start in range(0, len(pending), step):
+            batch = pending[start:start + step]
+            for (k, r), (status, output, error) in zip(batch, self._answer([r for _, r in batch])):
+                self.cache.append(dict(key=k, prompt=self.prompt.name, fields=r.fields, backend=self.backend.identity(),
+                                       status=status, output=output, error=error, time=time.strftime('%Y-%m-%dT%H:%M:%S')))
+            bar.update(len(batch))
+    results = [RewriteResult(**{n: self.cache.get(k)[n] for n in ('status', 'output', 'error')}, key=k, from_cache=k not in todo)
+               for k in keys]
+    unique = {r.key: r for r in results}.values()
+    bad = [f'{r.status}: {r.error}' for r in unique if r.status != 'ok']
+    report = RewriteReport(len(requests), len(unique), len(unique) - len(todo), len(todo),
+                           sum(r.status == 'ok' for r in unique), sum(r.status == 'refused' for r in unique),
+                           sum(r.status == 'error' for r in unique), self.cache.truncated,
+                           self.backend.calls - calls, bad[:5])
+    if bad or self.cache.truncated: warnings.warn(f"rewrite {self.prompt.name!r}: {report}")
+    return results, report
 
 # %% ../nbs/03b_rewrite.ipynb #5561f73f
 def back_translate(captions:list[str],        # English captions
