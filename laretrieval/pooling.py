@@ -25,6 +25,7 @@ def masked_mean(frames:torch.Tensor, # (B, T, D)
 import math
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 # %% ../nbs/05_pooling.ipynb #a5243fa2
 class TextAwareAttentionPooling(nn.Module):
@@ -52,46 +53,52 @@ class TextAwareAttentionPooling(nn.Module):
         logits = torch.einsum('qd,atd->qat', self._queries(text), self.norm_in(frames))
         return logits.masked_fill(~mask[None], float('-inf')).softmax(-1)
 
-    def _pooled_scores(self, text, queries, frames_normed, values, mask):
-        weights = torch.einsum('qd,atd->qat', queries, frames_normed).masked_fill(~mask[None], float('-inf')).softmax(-1)
-        pooled = self.norm_out(torch.einsum('qat,atd->qad', self.dropout(weights), values) + self.out.bias)
-        return F.cosine_similarity(pooled, text[:, None, :], dim=-1)
+# %% ../nbs/05_pooling.ipynb #0b0d9322
+@patch
+def _pooled_scores(self:TextAwareAttentionPooling, text, queries, frames_normed, values, mask):
+    weights = torch.einsum('qd,atd->qat', queries, frames_normed).masked_fill(~mask[None], float('-inf')).softmax(-1)
+    pooled = self.norm_out(torch.einsum('qat,atd->qad', self.dropout(weights), values) + self.out.bias)
+    return F.cosine_similarity(pooled, text[:, None, :], dim=-1)
 
-    def forward(self, text:torch.Tensor,   # (n_captions, D) caption vectors
-                frames:torch.Tensor,       # (n_clips, T, D) frame vectors
-                mask:torch.Tensor          # (n_clips, T) True for real frames
-               )->torch.Tensor:
-        "Scores of every caption-clip pair (n_captions, n_clips), in one piece (training batches)."
-        normed = self.norm_in(frames)
-        return self._pooled_scores(text, self._queries(text), normed, self._values(normed), mask)
+@patch
+def forward(self:TextAwareAttentionPooling,
+            text:torch.Tensor,         # (n_captions, D) caption vectors
+            frames:torch.Tensor,       # (n_clips, T, D) frame vectors
+            mask:torch.Tensor          # (n_clips, T) True for real frames
+           )->torch.Tensor:
+    "Scores of every caption-clip pair (n_captions, n_clips), in one piece (training batches)."
+    normed = self.norm_in(frames)
+    return self._pooled_scores(text, self._queries(text), normed, self._values(normed), mask)
 
-    @torch.no_grad()
-    def score(self, text:torch.Tensor, frames:torch.Tensor, mask:torch.Tensor,
-              text_chunk:int=1024, # captions per step
-              clip_chunk:int=64,   # clips per step: memory ~ text_chunk * clip_chunk * T floats
-              progress:bool=False)->torch.Tensor:
-        "Scores of every caption-clip pair for a whole evaluation set (eval mode), in bounded memory."
-        from tqdm.auto import tqdm
-        if self.training: raise RuntimeError("TAP.score is the evaluation path (no dropout): call .eval() first, or use forward()")
-        out = torch.empty(text.shape[0], frames.shape[0], dtype=text.dtype, device=text.device)
-        queries = self._queries(text)
-        gamma, beta = self.norm_out.weight, self.norm_out.bias
-        text_gamma, text_beta, text_norm = text * gamma, text @ beta, text.norm(dim=-1).clamp_min(1e-8)
-        for a in tqdm(range(0, frames.shape[0], clip_chunk), disable=not progress, desc='TAP scoring', leave=False):
-            normed = self.norm_in(frames[a:a + clip_chunk]); m = mask[a:a + clip_chunk]
-            values = self._values(normed) + self.out.bias           # the weights sum to 1: W_o's bias folds in
-            centred = values - values.mean(-1, keepdim=True)          # u - mean(u) = sum_t alpha_t * centred_t
-            gram = centred @ centred.transpose(1, 2)                   # (a, T, T)
-            gram_gamma = (centred * gamma ** 2) @ centred.transpose(1, 2)
-            beta_terms = centred @ (gamma * beta)                      # (a, T)
-            for q in range(0, text.shape[0], text_chunk):
-                sl = slice(q, q + text_chunk)
-                alpha = torch.einsum('qd,atd->qat', queries[sl], normed).masked_fill(~m[None], float('-inf')).softmax(-1)
-                along_text = torch.einsum('qd,atd->qat', text_gamma[sl], centred)
-                var = torch.einsum('qat,ats,qas->qa', alpha, gram, alpha) / values.shape[-1]
-                sigma = (var + self.norm_out.eps).sqrt()
-                dot = (alpha * along_text).sum(-1) / sigma + text_beta[sl, None]
-                sq = (torch.einsum('qat,ats,qas->qa', alpha, gram_gamma, alpha) / sigma ** 2
-                      + 2 * (alpha * beta_terms[None]).sum(-1) / sigma + beta @ beta)
-                out[sl, a:a + clip_chunk] = dot / (sq.clamp_min(0).sqrt().clamp_min(1e-8) * text_norm[sl, None])
-        return out
+# %% ../nbs/05_pooling.ipynb #c8704eff
+@patch
+@torch.no_grad()
+def score(self:TextAwareAttentionPooling, text:torch.Tensor, frames:torch.Tensor, mask:torch.Tensor,
+          text_chunk:int=1024, # captions per step
+          clip_chunk:int=64,   # clips per step: memory ~ text_chunk * clip_chunk * T floats
+          progress:bool=False)->torch.Tensor:
+    "Scores of every caption-clip pair for a whole evaluation set (eval mode), in bounded memory."
+    from tqdm.auto import tqdm
+    if self.training: raise RuntimeError("TAP.score is the evaluation path (no dropout): call .eval() first, or use forward()")
+    out = torch.empty(text.shape[0], frames.shape[0], dtype=text.dtype, device=text.device)
+    queries = self._queries(text)
+    gamma, beta = self.norm_out.weight, self.norm_out.bias
+    text_gamma, text_beta, text_norm = text * gamma, text @ beta, text.norm(dim=-1).clamp_min(1e-8)
+    for a in tqdm(range(0, frames.shape[0], clip_chunk), disable=not progress, desc='TAP scoring', leave=False):
+        normed = self.norm_in(frames[a:a + clip_chunk]); m = mask[a:a + clip_chunk]
+        values = self._values(normed) + self.out.bias           # the weights sum to 1: W_o's bias folds in
+        centred = values - values.mean(-1, keepdim=True)          # u - mean(u) = sum_t alpha_t * centred_t
+        gram = centred @ centred.transpose(1, 2)                   # (a, T, T)
+        gram_gamma = (centred * gamma ** 2) @ centred.transpose(1, 2)
+        beta_terms = centred @ (gamma * beta)                      # (a, T)
+        for q in range(0, text.shape[0], text_chunk):
+            sl = slice(q, q + text_chunk)
+            alpha = torch.einsum('qd,atd->qat', queries[sl], normed).masked_fill(~m[None], float('-inf')).softmax(-1)
+            along_text = torch.einsum('qd,atd->qat', text_gamma[sl], centred)
+            var = torch.einsum('qat,ats,qas->qa', alpha, gram, alpha) / values.shape[-1]
+            sigma = (var + self.norm_out.eps).sqrt()
+            dot = (alpha * along_text).sum(-1) / sigma + text_beta[sl, None]
+            sq = (torch.einsum('qat,ats,qas->qa', alpha, gram_gamma, alpha) / sigma ** 2
+                  + 2 * (alpha * beta_terms[None]).sum(-1) / sigma + beta @ beta)
+            out[sl, a:a + clip_chunk] = dot / (sq.clamp_min(0).sqrt().clamp_min(1e-8) * text_norm[sl, None])
+    return out
