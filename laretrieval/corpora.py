@@ -305,6 +305,30 @@ def _wavcaps_items(json_path:Path)->list:
     if not isinstance(items, list): raise ValueError(f"{json_path}: expected a list of items under 'data'")
     return items
 
+# %% ../nbs/02b_corpora.ipynb #cdcf5433
+def _wavcaps_clip(item, where:str, source:str, audio_dir:Path, audio_ext:str, split:str, normalize:bool,
+                  check_files:bool, on_error:str, report:LoadReport, seen:set)->Clip|None:
+    "One WavCaps item as a Clip (its stem added to `seen`), or None when it is bad input and `on_error` is 'skip'."
+    item_id = str(item.get('id', '')).strip() if isinstance(item, dict) else ''
+    if not item_id: handle_bad(on_error, report, 'missing id', f"{where}: no 'id'"); return None
+    stem = item_id[:-4] if item_id.lower().endswith('.wav') else item_id
+    if stem in seen: handle_bad(on_error, report, 'duplicate clip', f"{where}: id {item_id!r} appears twice"); return None
+    captions = []
+    for text in item_captions(item):
+        if not isinstance(text, str) or not text.strip():
+            handle_bad(on_error, report, 'empty caption', f"{where}: id {item_id!r} has an empty caption"); continue
+        captions.append(normalize_caption(text) if normalize else text.strip())
+    if not captions: handle_bad(on_error, report, 'no captions', f"{where}: id {item_id!r} has no usable caption"); return None
+    if (path := join_inside(audio_dir, f'{stem}{audio_ext}')) is None:
+        handle_bad(on_error, report, 'file name outside the audio folder', f"{where}: file name {stem + audio_ext!r} is outside {audio_dir}"); return None
+    if check_files and not path.is_file():
+        handle_bad(on_error, report, 'missing audio', f"{where}: audio file not found: {path}", FileNotFoundError); return None
+    meta = dict(corpus='wavcaps', source=source, duration=item.get('duration'))
+    if source == 'FreeSound': meta['freesound_id'] = stem
+    seen.add(stem)
+    return Clip(f'{source}/{stem}', captions, split, path=path, meta=meta)
+
+# %% ../nbs/02b_corpora.ipynb #507ef03f
 def read_wavcaps(json_path:str|Path,         # one of WavCaps' json files
                  audio_dir:str|Path,         # folder with that source's audio files
                  source:str|None=None,       # 'FreeSound', ...; default: from the json file name
@@ -321,25 +345,9 @@ def read_wavcaps(json_path:str|Path,         # one of WavCaps' json files
     items = _wavcaps_items(json_path)
     clips, seen = [], set()
     for k, item in enumerate(tqdm(items, desc=json_path.name, leave=False, disable=len(items) < 10000)):
-        where = f"{json_path.name} item {k}"
-        item_id = str(item.get('id', '')).strip() if isinstance(item, dict) else ''
-        if not item_id: handle_bad(on_error, report, 'missing id', f"{where}: no 'id'"); continue
-        stem = item_id[:-4] if item_id.lower().endswith('.wav') else item_id
-        if stem in seen: handle_bad(on_error, report, 'duplicate clip', f"{where}: id {item_id!r} appears twice"); continue
-        captions = []
-        for text in item_captions(item):
-            if not isinstance(text, str) or not text.strip():
-                handle_bad(on_error, report, 'empty caption', f"{where}: id {item_id!r} has an empty caption"); continue
-            captions.append(normalize_caption(text) if normalize else text.strip())
-        if not captions: handle_bad(on_error, report, 'no captions', f"{where}: id {item_id!r} has no usable caption"); continue
-        if (path := join_inside(audio_dir, f'{stem}{audio_ext}')) is None:
-            handle_bad(on_error, report, 'file name outside the audio folder', f"{where}: file name {stem + audio_ext!r} is outside {audio_dir}"); continue
-        if check_files and not path.is_file():
-            handle_bad(on_error, report, 'missing audio', f"{where}: audio file not found: {path}", FileNotFoundError); continue
-        meta = dict(corpus='wavcaps', source=source, duration=item.get('duration'))
-        if source == 'FreeSound': meta['freesound_id'] = stem
-        seen.add(stem)
-        clips.append(Clip(f'{source}/{stem}', captions, split, path=path, meta=meta))
+        clip = _wavcaps_clip(item, f"{json_path.name} item {k}", source, audio_dir, audio_ext, split, normalize,
+                             check_files, on_error, report, seen)
+        if clip is not None: clips.append(clip)
     report.kept += len(clips)
     report.log(f"WavCaps {source}")
     return clips
