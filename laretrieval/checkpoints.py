@@ -43,6 +43,7 @@ def remove_stale_temporaries(folder:str|Path)->list[str]:
     for p in gone: p.unlink(missing_ok=True)
     return sorted(p.name for p in gone)
 
+# %% ../nbs/11a_checkpoints.ipynb #a1f8ff2e
 def rng_state()->dict:
     "This process's python, numpy, torch (and CUDA) generator states, as tensors and plain data."
     name, keys, position, has_gauss, gauss = np.random.get_state()
@@ -58,6 +59,7 @@ def set_rng_state(state:dict):
     torch.set_rng_state(state['torch'])
     if 'cuda' in state and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['cuda'])
 
+# %% ../nbs/11a_checkpoints.ipynb #6f2fdd9f
 RESUME_IGNORES = ('output_dir', 'device', 'num_threads', 'eval_batch_size', 'checkpoint_every')  # may differ between a run and its resume
 
 def check_resumable(saved:dict, cfg:ExperimentConfig, path:Path):
