@@ -91,6 +91,7 @@ def simplex_grid(n_models:int,   # K: number of weights
         grid.append(tuple((b - a - 1) / parts for a, b in zip(edges, edges[1:])))
     return grid
 
+# %% ../nbs/12_ensemble.ipynb #c21586f4
 def _t2a_metric(text_keys:list, audio_keys:list, metric:str):
     "sim -> the mean text→audio `metric` ('mAP@k' or 'R@k'), with the relevance mask built once."
     name, _, k = metric.partition('@')
@@ -99,6 +100,7 @@ def _t2a_metric(text_keys:list, audio_keys:list, metric:str):
     ks = dict(map_ks=(int(k),), recall_ks=()) if name == 'mAP' else dict(map_ks=(), recall_ks=(int(k),))
     return lambda sim: summarize(retrieval_metrics(sim, relevant, **ks))[metric]
 
+# %% ../nbs/12_ensemble.ipynb #7f800234
 def choose_weights(val_sims:list[torch.Tensor], # per model: validation (n_captions, n_clips) similarities
                    text_keys:list,              # relevance key of each caption
                    audio_keys:list,             # relevance key of each clip
