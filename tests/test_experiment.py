@@ -12,6 +12,7 @@ import pytest
 from laretrieval.config import ExperimentConfig
 from laretrieval.experiment import DEFAULT_NOTEBOOK, run_experiment, load_metrics, metrics_table, metric_names
 from laretrieval.metrics import chance_level
+from tiny import TINY_MODEL, tiny
 
 # small enough for a test, large enough that the model must learn to pass
 SMALL = dict(builtin_clips=300, epochs=4, batch_size=16, audio_width=16, embed_dim=64, text_trainable_layers=1,
@@ -158,17 +159,16 @@ def test_clotho_runs_through_the_experiment_notebook(tmp_path, shared_data, monk
         with open(root / f'clotho_captions_{split}.csv', 'w', newline='') as f: csv.writer(f).writerows(rows)
         for i, row in enumerate(rows[1:]):
             sf.write(root / split / row[0], np.random.default_rng(i).standard_normal(8000).astype('float32') * 0.1, 16000)
-    run = run_experiment(dict(dataset='clotho', data_dir=str(root), epochs=1, batch_size=8, audio_width=8, embed_dim=16,
-                              text_trainable_layers=0, train_items='caption'), run_id='clotho', runs_dir=tmp_path / 'runs', progress=False)
+    run = run_experiment(dict(dataset='clotho', data_dir=str(root), epochs=1, batch_size=8, **TINY_MODEL, train_items='caption'),
+                         run_id='clotho', runs_dir=tmp_path / 'runs', progress=False)
     metrics = load_metrics(run)
     assert metrics['n_test_clips'] == 24 and metrics['n_test_captions'] == 120
 
 
 def test_augmentations_switch_on_from_the_experiment_parameters(tmp_path):
     "Gain, SpecAugment and word edits on every training item: the run trains, and differs from the run without them."
-    tiny = dict(builtin_clips=40, epochs=1, batch_size=8, audio_width=8, embed_dim=16, text_trainable_layers=0)
-    plain = load_metrics(run_experiment(tiny, run_id='plain', runs_dir=tmp_path, progress=False))
-    augmented = load_metrics(run_experiment(dict(tiny, gain_p=1.0, specaug_p=1.0, word_p=1.0), run_id='aug', runs_dir=tmp_path, progress=False))
+    plain = load_metrics(run_experiment(tiny(), run_id='plain', runs_dir=tmp_path, progress=False))
+    augmented = load_metrics(run_experiment(tiny(gain_p=1.0, specaug_p=1.0, word_p=1.0), run_id='aug', runs_dir=tmp_path, progress=False))
     assert augmented['test']['t2a']['mAP@10'] != plain['test']['t2a']['mAP@10']
 
 

@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 from text_models import tiny_roberta
+from tiny import set_args
 
 PROJECT = Path(__file__).resolve().parent.parent
 CONFIGS = PROJECT / 'data' / 'configs'
@@ -71,7 +72,7 @@ def cli(args:list[str], cwd:Path, env:dict, **kwargs)->subprocess.CompletedProce
 
 
 def overrides(**extra)->list[str]:
-    return [a for k, v in {**SIZE_OVERRIDES, **extra}.items() for a in ('--set', f'{k}={v}')]
+    return set_args({**SIZE_OVERRIDES, **extra})
 
 
 def train_args(stage:str, out:str, **extra)->list[str]:

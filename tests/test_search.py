@@ -18,6 +18,7 @@ from laretrieval.config import ExperimentConfig
 from laretrieval.model import AudioEmbedding
 from laretrieval.search import (build_index, encode_audio_files, exact_searcher, faiss_searcher, read_index, read_labels,
                                 search_index, search_vectors, top_files, zeroshot)
+from tiny import tiny_config
 
 SR = 16000
 BUILTIN = ExperimentConfig(dataset='builtin')  # 4 s windows at 16 kHz
@@ -280,7 +281,7 @@ def tiny_run(tmp_path_factory):
     "A one-epoch run on the built-in set and its test clips written as 4 s files."
     from laretrieval.pipeline import build_datasets, run_training
     root = tmp_path_factory.mktemp('tiny')
-    cfg = ExperimentConfig(builtin_clips=40, audio_width=8, embed_dim=16, text_trainable_layers=0, epochs=1, batch_size=8)
+    cfg = tiny_config()
     run_training(cfg, root / 'run', progress=False)
     clips = build_datasets(cfg).test.clips
     (root / 'audio').mkdir()
