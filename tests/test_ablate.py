@@ -22,6 +22,7 @@ def finished_batch(tmp_path_factory):
     return batch, run_grid(LOSS_GRID, batch, progress=False)
 
 
+@pytest.mark.slow  # the batch: 4 papermill runs
 def test_two_arms_two_seeds_give_four_rows(finished_batch):
     batch, results = finished_batch
     assert len(results) == 4 and (results['status'] == 'done').all() and results['executed'].all()
@@ -43,6 +44,7 @@ def test_two_arms_two_seeds_give_four_rows(finished_batch):
     assert len(validation_curves(results, batch)) == 4  # one epoch per run
 
 
+@pytest.mark.slow
 def test_rerun_executes_nothing_new(finished_batch):
     batch, results = finished_batch
     again = run_grid(LOSS_GRID, batch, progress=False)
@@ -51,6 +53,7 @@ def test_rerun_executes_nothing_new(finished_batch):
                                   results.drop(columns=['executed', 'seconds'], errors='ignore'), check_dtype=False)
 
 
+@pytest.mark.slow  # 4 papermill runs
 def test_a_failing_run_is_recorded_and_the_batch_goes_on(tmp_path):
     "A notebook variant that fails for one (arm, seed): 3 good rows, 1 failure with its error and cell."
     nb = nbformat.read(DEFAULT_NOTEBOOK, as_version=4)
@@ -326,6 +329,7 @@ def test_two_batches_on_one_dir_run_each_point_once(tmp_path, monkeypatch):
         assert set(table['status']) <= {'done', 'running elsewhere'} and len(table) == 6
 
 
+@pytest.mark.slow  # two `laretrieval ablate` processes training
 def test_two_ablate_processes_share_a_batch_dir(tmp_path):
     "Two real `laretrieval ablate` processes on a 2-point grid: each point trained once, one clean log each."
     import yaml

@@ -2,7 +2,7 @@
 
 The issue: `export RUN OUT` / `save_pretrained` write config JSON + model.safetensors + tokenizer; `from_pretrained`
 rebuilds it with no network call, no pickle and no base-model download; a run folder and its model folder score alike."""
-import hashlib, json, os, shutil, socket, subprocess, sys
+import hashlib, json, shutil, socket, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from laretrieval.hub import (CONFIG_FILE, WEIGHTS_FILE, TEXT_FOLDER, from_pretra
                              push_to_hub, save_pretrained)
 from laretrieval.model import DualEncoder, build_model
 from text_models import tiny_roberta
-from tiny import TINY_MODEL, tiny_config
+from tiny import TINY_MODEL, offline_env, tiny_config
 CAPTIONS = ['a dog barks twice', 'rain falls on a tin roof', 'a door slams shut', 'birds sing at dawn']
 
 
@@ -113,8 +113,7 @@ def test_b_exported_run_scores_alike_in_a_fresh_offline_process(tmp_path, monkey
     assert (split_similarity(model_folder, build_datasets(run_cfg).test)[0] - expected).abs().max().item() <= 1e-6
 
     shutil.move(tmp_path / 'run', tmp_path / 'run-moved')  # the model folder alone
-    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'HF_HOME': str(tmp_path / 'empty-hf-home'),
-           'LARETRIEVAL_CACHE_DIR': str(tmp_path / 'cache'), 'OMP_NUM_THREADS': '1'}
+    env = offline_env(HF_HOME=str(tmp_path / 'empty-hf-home'), LARETRIEVAL_CACHE_DIR=str(tmp_path / 'cache'))
     done = subprocess.run([sys.executable, '-c', SCORE_SPLIT, str(out), str(tmp_path / 'scores.safetensors')], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

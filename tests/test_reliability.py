@@ -38,6 +38,7 @@ def test_3_esc50_with_clip_positives_is_refused(shared_data):
     assert len(splits.test_queries.texts) == 50
 
 
+@pytest.mark.slow  # two `laretrieval train` processes
 def test_5_an_unfinished_run_folder_is_refused_without_resume_or_overwrite(tmp_path):
     "Finding 5: training into a killed run's folder silently started over, discarding last.ckpt and mixing log.jsonl."
     run = tmp_path / 'run'; run.mkdir()
@@ -51,6 +52,7 @@ def test_5_an_unfinished_run_folder_is_refused_without_resume_or_overwrite(tmp_p
     assert steps[0]['step'] == 1 and len([s for s in steps if s['kind'] == 'epoch']) == 1  # only the new attempt's lines
 
 
+@pytest.mark.slow  # trains, then three `laretrieval` processes
 def test_7_9_12_checkpoints_load_without_code_and_name_the_file(tmp_path):
     "Findings 7, 9, 12: stale temporary files, pickled code in a checkpoint, truncated checkpoints."
     cfg = tiny_config()

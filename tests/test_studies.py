@@ -7,6 +7,8 @@ import papermill as pm
 import pytest
 from tiny import TINY_MODEL
 
+pytestmark = pytest.mark.slow  # each test trains its grid through papermill
+
 STUDIES = Path(__file__).resolve().parent.parent / 'nbs' / 'studies'
 # the study's own parameters set the clips and epochs; its `extra` sets the rest of the tiny run
 TINY = dict(batch_size=8, **TINY_MODEL, eval_batch_size=32, tap_dim=16)

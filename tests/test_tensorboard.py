@@ -6,6 +6,7 @@ import pytest
 pytest.importorskip('tensorboard')
 
 
+@pytest.mark.slow  # trains
 def test_training_writes_step_and_epoch_scalars(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from laretrieval.config import seed_everything

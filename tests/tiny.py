@@ -1,4 +1,6 @@
-"The tiny model and run the tests train or build: one place for the sizes that make a training test take seconds on a CPU."
+"The tiny model and run the tests train or build (one place for the sizes that keep a training test to seconds on a CPU), and the environment of the processes tests start."
+import os
+
 from laretrieval.config import ExperimentConfig
 
 # an 8-channel audio CNN, a 16-d shared space and a frozen text encoder: the smallest model every component still runs in
@@ -22,3 +24,10 @@ def tiny_config(**overrides)->ExperimentConfig:
 def set_args(params:dict)->list[str]:
     "`params` as the command line's `--set name=value` pairs."
     return [a for k, v in params.items() for a in ('--set', f'{k}={v}')]
+
+
+def offline_env(**extra)->dict:
+    "The environment of a laretrieval subprocess: offline (no download), one thread per process, no inherited DDP port; `extra` on top."
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'OMP_NUM_THREADS': '1', **extra}
+    env.pop('MASTER_PORT', None)  # a port left by an earlier Fabric launch in this process would be reused
+    return env
