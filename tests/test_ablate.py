@@ -174,6 +174,7 @@ def test_plot_arms_on_mAP16(mixed_batch):
     plt.close('all')
 
 
+@pytest.mark.slow  # a `laretrieval` process
 def test_cli_ablate_table_carries_mAP16(mixed_batch):
     "`laretrieval ablate` on the finished batch prints every k, the partial mean marked."
     import yaml
@@ -287,6 +288,7 @@ def test_a_point_held_by_another_process_is_skipped_and_reported(tmp_path, monke
     assert calls[-1] == held and (results['status'] == 'done').all()
 
 
+@pytest.mark.slow  # a second Python process importing laretrieval
 def test_a_killed_holder_frees_its_point(tmp_path, monkeypatch):
     "flock dies with its process: a point claimed by a process that was killed is run by the next ablate."
     calls = []

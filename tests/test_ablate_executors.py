@@ -15,6 +15,8 @@ from laretrieval.ablate import run_grid, run_submitit, grid_points, batch_status
 from laretrieval.experiment import DEFAULT_NOTEBOOK
 from tiny import LOSS_GRID
 
+pytestmark = pytest.mark.slow  # worker processes and submitit jobs train the grid; the dry run starts a `laretrieval` process
+
 GRID = {**LOSS_GRID, 'num_threads': 1}
 SUBMITIT_LOCAL = dict(gpus=0, cpus=1, max_parallel=2, time_min=10)
 WALL = {}  # executor -> seconds, printed by the last test (pytest -s)
@@ -41,7 +43,6 @@ def sequential(tmp_path_factory):
     return pd.read_csv(batch / 'results.csv')
 
 
-@pytest.mark.slow  # trains the 4-point grid (the sequential reference too)
 def test_local_two_workers_give_the_sequential_results(sequential, tmp_path):
     start = time.perf_counter()
     results = run_grid(GRID, tmp_path, executor='local', workers=2, progress=False)
@@ -51,7 +52,6 @@ def test_local_two_workers_give_the_sequential_results(sequential, tmp_path):
     assert launched(tmp_path) == {run_id: 1 for run_id in sequential['run_id']}
 
 
-@pytest.mark.slow  # trains the 4-point grid (the sequential reference too)
 def test_submitit_local_jobs_give_the_sequential_results(sequential, tmp_path):
     "submitit's local executor: real subprocesses through the code path of SLURM (pickled PointJob, submit_array)."
     start = time.perf_counter()
@@ -73,7 +73,6 @@ def _holder_pid(batch:Path, timeout:float=120)->tuple[str, int]:
     raise TimeoutError('no point started')
 
 
-@pytest.mark.slow  # trains the 4-point grid (the sequential reference too)
 def test_a_killed_local_worker_point_is_rerun_with_the_same_metrics(sequential, tmp_path):
     "SIGKILL a worker mid-point: the pool's lost points go to fresh workers; every point ends once, with the sequential metrics."
     (tmp_path / 'grid.yaml').write_text(yaml.safe_dump(GRID, sort_keys=False))
@@ -90,7 +89,6 @@ def test_a_killed_local_worker_point_is_rerun_with_the_same_metrics(sequential, 
     assert launched(batch)[run_id] == 2  # the killed attempt was set aside, the rerun finished
 
 
-@pytest.mark.slow  # trains the 4-point grid (the sequential reference too)
 def test_a_submitit_job_signalled_like_a_preemption_is_requeued_and_resumes(sequential, tmp_path):
     """USR2 (what SLURM sends before a timeout or preemption) to a job past its first checkpoint: PointJob.checkpoint
     requeues it, the rerun continues from last.ckpt (the trainer's --resume) and ends with the uninterrupted metrics."""
@@ -114,7 +112,6 @@ def test_a_submitit_job_signalled_like_a_preemption_is_requeued_and_resumes(sequ
     assert row[metrics].tolist() == uninterrupted.iloc[0][metrics].tolist()
 
 
-@pytest.mark.slow  # trains the 4-point grid (the sequential reference too)
 def test_two_launches_on_one_batch_dir_run_each_point_once(sequential, tmp_path):
     "A local pool and submitit jobs started together on one batch dir: every point runs once, in one of them."
     (tmp_path / 'grid.yaml').write_text(yaml.safe_dump({**GRID, "slurm": SUBMITIT_LOCAL}, sort_keys=False))
@@ -142,7 +139,6 @@ def test_dry_run_writes_the_sbatch_script_of_the_pending_points(tmp_path):
     assert not (tmp_path / 'runs').exists()  # nothing ran
 
 
-@pytest.mark.slow  # trains the 4-point grid (the sequential reference too)
 def test_wall_times(sequential):
     print('\n' + '\n'.join(f'{k}: {v:.1f} s' for k, v in WALL.items()))
     assert 'sequential' in WALL

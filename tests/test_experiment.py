@@ -128,6 +128,7 @@ def test_run_experiment_rejects_bad_parameters_before_starting(tmp_path):
     assert not (tmp_path / 'x').exists()
 
 
+@pytest.mark.slow  # a `laretrieval` process
 def test_cli_names_the_bad_parameter(tmp_path):
     proc = subprocess.run([str(Path(sys.executable).parent / 'laretrieval'), 'experiment', '--set', 'epoch=2', '--runs-dir', str(tmp_path)],
                           capture_output=True, text=True)

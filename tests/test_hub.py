@@ -46,7 +46,7 @@ def variant(name:str, tmp_path:Path)->tuple[ExperimentConfig, ExperimentConfig]:
     return cfg, saved
 
 
-@pytest.mark.parametrize('name', ['minilm', 'roberta', 'passt'])
+@pytest.mark.parametrize('name', ['minilm', 'roberta', pytest.param('passt', marks=pytest.mark.slow)])  # a full-size PaSST block: over 5 s
 def test_a_save_then_load_gives_the_same_weights_and_scores(name, tmp_path, no_network):
     "(a) Every weight bit-identical, the same module tree (frozen layers too), scores within 1e-6; PaSST's config says pretrained but nothing is downloaded."
     cfg, saved = variant(name, tmp_path)
