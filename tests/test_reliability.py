@@ -10,12 +10,11 @@ import torch
 
 from laretrieval.config import ExperimentConfig
 from laretrieval.pipeline import build_datasets, run_training
-from tiny import TINY, set_args, tiny_config
+from tiny import TINY, offline_env, set_args, tiny_config
 
 
 def cli(*args, cwd=None)->subprocess.CompletedProcess:
-    env = {**os.environ, 'HF_HUB_OFFLINE': '1'}
-    return subprocess.run([sys.executable, '-m', 'laretrieval.cli', *args], capture_output=True, text=True, timeout=600, env=env, cwd=cwd)
+    return subprocess.run([sys.executable, '-m', 'laretrieval.cli', *args], capture_output=True, text=True, timeout=600, env=offline_env(), cwd=cwd)
 
 
 def test_1_extra_captions_of_no_training_clip_stop_the_run(tmp_path):
