@@ -4,7 +4,7 @@
 #                   every pytest test (the `slow` marker too): about 15 min on 2 cores.
 #   make test-fast  the component notebooks without their `#| slow` cells and the pytest tests not marked `slow`: no
 #                   training run beyond a one-epoch tiny one, no papermill run, no DDP or training subprocess, no ESC-50
-#                   run; about 3 min on 2 cores. Mark a new notebook cell `#| slow` and a new test
+#                   run; 2-3 min on 2 cores (3 min 20 s with other jobs sharing them). Mark a new notebook cell `#| slow` and a new test
 #                   `@pytest.mark.slow` when it trains, runs a notebook or a subprocess training, or takes more than ~5 s.
 SHELL := /bin/bash
 PYTHON ?= python3
