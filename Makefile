@@ -1,4 +1,11 @@
-# laretrieval: `make demo` (the main job) and `make test` (every check). Both create .venv when missing.
+# laretrieval: `make demo` (the main job), `make test` (every check, what CI runs) and `make test-fast` (the edit-test loop).
+# All create .venv when missing.
+#   make test       check-sync, every cell of every component notebook (nbdev `#| slow` cells too: --flags slow) and
+#                   every pytest test (the `slow` marker too): about 15 min on 2 cores.
+#   make test-fast  the component notebooks without their `#| slow` cells and the pytest tests not marked `slow`: no
+#                   training run beyond a one-epoch tiny one, no papermill run, no DDP or training subprocess, no ESC-50
+#                   run; 2-3 min on 2 cores (3 min 20 s with other jobs sharing them). Mark a new notebook cell `#| slow` and a new test
+#                   `@pytest.mark.slow` when it trains, runs a notebook or a subprocess training, or takes more than ~5 s.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -10,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 # because those packages have no CPU build here and break transformers.
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
-.PHONY: demo test lab install check-sync nbtest pytest bench clean-venv
+.PHONY: demo test test-fast lab install check-sync nbtest nbtest-fast pytest pytest-fast bench clean-venv
 
 install: $(STAMP)
 
@@ -30,16 +37,27 @@ demo: $(STAMP)
 
 test: $(STAMP) check-sync nbtest pytest
 
+test-fast: $(STAMP) nbtest-fast pytest-fast
+
 # nbdev-export and nbdev-clean must leave the notebooks and the library exactly as committed
 check-sync: $(STAMP)
 	@bash .ci/check_sync.sh $(BIN)
 
-# every component notebook; experiment and study notebooks run from tests/ with tiny parameters
+# every component notebook; experiment and study notebooks run from tests/ with tiny parameters.
+# nbtest runs every cell (--flags slow); nbtest-fast skips the cells flagged `#| slow` (pyproject's tst_flags).
+NBTEST := $(BIN)/nbdev-test --n-workers 2 --skip-folder-re '^(experiments|studies|[_.].*)$$'
 nbtest: $(STAMP)
-	$(BIN)/nbdev-test --n-workers 2 --skip-folder-re '^(experiments|studies|[_.].*)$$'
+	$(NBTEST) --flags slow
 
+nbtest-fast: $(STAMP)
+	$(NBTEST)
+
+# pytest runs every test; pytest-fast deselects those marked `slow` (pyproject's [tool.pytest.ini_options] markers)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+pytest-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m 'not slow' tests
 
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -13,17 +13,16 @@ import pytest
 from laretrieval.ablate import (run_grid, summarize_arms, format_arms, flatten_metrics, validation_curves, expand_grid, run_id_of,
                                 per_query_by_arm, compare_arms, plot_arms)
 from laretrieval.experiment import DEFAULT_NOTEBOOK, metric_names
-
-TINY = dict(builtin_clips=40, epochs=1, batch_size=8, audio_width=8, embed_dim=16, text_trainable_layers=0, eval_batch_size=32)
-GRID = {**TINY, 'loss': ['ntxent', 'sigmoid'], 'seed': [0, 1]}
+from tiny import LOSS_GRID, tiny
 
 
 @pytest.fixture(scope='module')
 def finished_batch(tmp_path_factory):
     batch = tmp_path_factory.mktemp('batch')
-    return batch, run_grid(GRID, batch, progress=False)
+    return batch, run_grid(LOSS_GRID, batch, progress=False)
 
 
+@pytest.mark.slow  # the batch: 4 papermill runs
 def test_two_arms_two_seeds_give_four_rows(finished_batch):
     batch, results = finished_batch
     assert len(results) == 4 and (results['status'] == 'done').all() and results['executed'].all()
@@ -45,14 +44,16 @@ def test_two_arms_two_seeds_give_four_rows(finished_batch):
     assert len(validation_curves(results, batch)) == 4  # one epoch per run
 
 
+@pytest.mark.slow
 def test_rerun_executes_nothing_new(finished_batch):
     batch, results = finished_batch
-    again = run_grid(GRID, batch, progress=False)
+    again = run_grid(LOSS_GRID, batch, progress=False)
     assert not again['executed'].any()
     pd.testing.assert_frame_equal(again.drop(columns=['executed', 'seconds'], errors='ignore'),
                                   results.drop(columns=['executed', 'seconds'], errors='ignore'), check_dtype=False)
 
 
+@pytest.mark.slow  # 4 papermill runs
 def test_a_failing_run_is_recorded_and_the_batch_goes_on(tmp_path):
     "A notebook variant that fails for one (arm, seed): 3 good rows, 1 failure with its error and cell."
     nb = nbformat.read(DEFAULT_NOTEBOOK, as_version=4)
@@ -61,7 +62,7 @@ def test_a_failing_run_is_recorded_and_the_batch_goes_on(tmp_path):
         "if cfg.loss == 'sigmoid' and cfg.seed == 1: raise RuntimeError('injected failure')"))
     broken = tmp_path / 'train_eval.ipynb'
     nbformat.write(nb, broken)
-    results = run_grid(GRID, tmp_path / 'batch', notebook=broken, progress=False)
+    results = run_grid(LOSS_GRID, tmp_path / 'batch', notebook=broken, progress=False)
     assert (results['status'] == 'done').sum() == 3
     failed = results[results['status'] == 'failed']
     assert len(failed) == 1 and failed.iloc[0]['arm'] == 'loss=sigmoid' and failed.iloc[0]['seed'] == 1
@@ -173,6 +174,7 @@ def test_plot_arms_on_mAP16(mixed_batch):
     plt.close('all')
 
 
+@pytest.mark.slow  # a `laretrieval` process
 def test_cli_ablate_table_carries_mAP16(mixed_batch):
     "`laretrieval ablate` on the finished batch prints every k, the partial mean marked."
     import yaml
@@ -286,6 +288,7 @@ def test_a_point_held_by_another_process_is_skipped_and_reported(tmp_path, monke
     assert calls[-1] == held and (results['status'] == 'done').all()
 
 
+@pytest.mark.slow  # a second Python process importing laretrieval
 def test_a_killed_holder_frees_its_point(tmp_path, monkeypatch):
     "flock dies with its process: a point claimed by a process that was killed is run by the next ablate."
     calls = []
@@ -328,10 +331,11 @@ def test_two_batches_on_one_dir_run_each_point_once(tmp_path, monkeypatch):
         assert set(table['status']) <= {'done', 'running elsewhere'} and len(table) == 6
 
 
+@pytest.mark.slow  # two `laretrieval ablate` processes training
 def test_two_ablate_processes_share_a_batch_dir(tmp_path):
     "Two real `laretrieval ablate` processes on a 2-point grid: each point trained once, one clean log each."
     import yaml
-    grid = {**TINY, 'seed': [0, 1]}
+    grid = tiny(eval_batch_size=32, seed=[0, 1])
     (tmp_path / 'grid.yaml').write_text(yaml.safe_dump(grid))
     command = [str(Path(sys.executable).parent / 'laretrieval'), 'ablate', str(tmp_path / 'grid.yaml'), '--batch-dir', str(tmp_path / 'batch')]
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]

@@ -13,9 +13,11 @@ import yaml
 
 from laretrieval.ablate import run_grid, run_submitit, grid_points, batch_status
 from laretrieval.experiment import DEFAULT_NOTEBOOK
+from tiny import LOSS_GRID
 
-TINY = dict(builtin_clips=40, epochs=1, batch_size=8, audio_width=8, embed_dim=16, text_trainable_layers=0, eval_batch_size=32, num_threads=1)
-GRID = {**TINY, 'loss': ['ntxent', 'sigmoid'], 'seed': [0, 1]}
+pytestmark = pytest.mark.slow  # worker processes and submitit jobs train the grid; the dry run starts a `laretrieval` process
+
+GRID = {**LOSS_GRID, 'num_threads': 1}
 SUBMITIT_LOCAL = dict(gpus=0, cpus=1, max_parallel=2, time_min=10)
 WALL = {}  # executor -> seconds, printed by the last test (pytest -s)
 

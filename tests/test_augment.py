@@ -79,6 +79,7 @@ def test_specaugment_on_the_front_end_and_probability():
     assert torch.equal(out[(out != -99).flatten(1).all(1)], mels[(out != -99).flatten(1).all(1)])
 
 
+@pytest.mark.slow  # mixes and collates 28 builtin clips: over 5 s
 def test_augment_dataset_mixes_builtin_clips_with_unique_ids():
     clips = split_clips(make_builtin_set(40, seed=0), 'train')
     base = AudioCaptionDataset(clips, 16000, 4.0)

@@ -46,6 +46,7 @@ def test_clusters_recover_obvious_groups(minilm, synthetic):
     assert 'engine' in words and 'rain' in words and ('dog' in words or 'dogs' in words), summary
 
 
+@pytest.mark.slow  # embeds and clusters twice
 def test_same_seed_same_clusters(minilm, synthetic):
     table, _ = synthetic
     first = embed_captions(table.caption, minilm, batch_size=5, progress=False)
@@ -106,6 +107,7 @@ def test_bad_labels_file_names_the_row(tmp_path, text, message):
         load_cluster_labels(path)
 
 
+@pytest.mark.slow  # embeds and clusters 2000 real Clotho captions
 def test_real_clotho_captions_into_20_clusters(shared_data, minilm, tmp_path):
     captions = read_caption_csv(shared_data / 'clotho_captions' / 'clotho_captions_development.csv')
     assert len(captions) == 3839 * 5

@@ -50,6 +50,7 @@ def csv_column(path, column):
 
 # ---------------------------------------------------------------- the real caption files (Must show)
 
+@pytest.mark.slow  # every Clotho caption file, stand-in audio for each clip
 def test_real_clotho_csvs_load_3839_1045_1045_clips_with_5_captions(shared_data, tmp_path):
     root = shared_data / 'clotho_captions'
     for split, n in CLOTHO_COUNTS.items():
@@ -88,6 +89,7 @@ def test_shared_clotho_evaluation_csv_has_zenodos_md5(shared_data):
         CLOTHO_V21_MD5['clotho_captions_evaluation.csv']
 
 
+@pytest.mark.slow  # the AudioCaps caption files, stand-in audio for each clip
 def test_real_audiocaps_csvs_load(shared_data, tmp_path):
     root = shared_data / 'audiocaps_captions'
     for split, per_clip in (('train', 1), ('val', 5), ('test', 5)):

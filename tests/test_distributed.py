@@ -1,15 +1,15 @@
 "Two CPU processes under Fabric DDP (gloo) compute the loss and gradients of one process on the concatenated batch."
-import json, math, os, subprocess, sys
+import json, math, subprocess, sys
 from pathlib import Path
 
 import pytest
 import torch
+from tiny import set_args, tiny, offline_env
 
 WORKER = Path(__file__).with_name('ddp_step_worker.py')
 
 def run_worker(devices:int, variant:str, out:Path)->dict:
-    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'OMP_NUM_THREADS': '1'}
-    env.pop('MASTER_PORT', None)
+    env = offline_env()
     done = subprocess.run([sys.executable, str(WORKER), '--devices', str(devices), '--variant', variant, '--out', str(out)],
                           capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -37,11 +37,9 @@ def test_two_process_ddp_equals_one_process_on_the_concatenated_batch(tmp_path, 
 @pytest.mark.slow
 def test_two_process_ddp_trains_the_whole_text_encoder(tmp_path):
     "The recipe's text_trainable_layers=-1 under Fabric DDP on 2 CPU processes: three optimizer steps on both ranks."
-    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'OMP_NUM_THREADS': '1', 'LARETRIEVAL_CACHE_DIR': str(tmp_path / 'cache')}
-    env.pop('MASTER_PORT', None)
-    params = dict(builtin_clips=36, devices=2, text_trainable_layers=-1, text_pooling='first', batch_size=8, epochs=1,
-                  audio_width=8, embed_dim=16, num_threads=1)  # 25 training clips: 3 global batches of 8
-    args = [a for k, v in params.items() for a in ('--set', f'{k}={v}')]
+    env = offline_env(LARETRIEVAL_CACHE_DIR=str(tmp_path / 'cache'))
+    params = tiny(builtin_clips=36, devices=2, text_trainable_layers=-1, text_pooling='first', num_threads=1)  # 25 training clips: 3 global batches of 8
+    args = set_args(params)
     done = subprocess.run([sys.executable, '-m', 'laretrieval.cli', 'train', *args, '--output-dir', str(tmp_path / 'run'), '--quiet'],
                           capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -22,6 +22,7 @@ def passt():
     return PaSSTAudioEncoder(pretrained=False)
 
 
+@pytest.mark.slow  # full-size random PaSST on 30 s clips
 def test_random_passt_on_a_30s_clip_gives_the_expected_shapes(passt):
     passt.eval()
     wave = torch.randn(1, 30 * 32000) * 0.1
@@ -32,6 +33,7 @@ def test_random_passt_on_a_30s_clip_gives_the_expected_shapes(passt):
     assert torch.isfinite(feats.frames).all() and feats.frames.abs().sum() > 0
 
 
+@pytest.mark.slow  # full-size random PaSST on 30 s clips
 def test_passt_pooled_vector_is_the_mean_over_real_segments(passt):
     passt.eval()
     first, second = torch.randn(1, 320000) * 0.1, torch.randn(1, 320000) * 0.1
@@ -41,6 +43,7 @@ def test_passt_pooled_vector_is_the_mean_over_real_segments(passt):
     torch.testing.assert_close(both, (alone[0] + alone[1]) / 2, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow  # builds a full-size PaSST
 def test_structured_patchout_drops_time_steps_in_training_only(torch_seed=0):
     torch.manual_seed(torch_seed)
     enc = PaSSTAudioEncoder(pretrained=False, max_seconds=10, s_patchout_t=20)
@@ -129,6 +132,7 @@ def test_captions_are_cut_at_32_tokens(minilm):
     assert tokens['input_ids'].shape == (2, 32)
 
 
+@pytest.mark.slow  # embeds real Clotho captions
 def test_minilm_places_captions_of_one_clip_closer_than_captions_of_others(shared_data):
     "Real Clotho captions: the 5 captions of a clip are more alike than captions of different clips."
     with open(shared_data / 'clotho_captions' / 'clotho_captions_evaluation.csv', newline='') as f:

@@ -11,6 +11,7 @@ from laretrieval.config import ExperimentConfig
 from laretrieval.losses import positive_mask
 from laretrieval.metrics import loop_metrics
 from laretrieval.experiment import PROJECT_ROOT
+from tiny import TINY_MODEL
 
 pytestmark = pytest.mark.slow  # each test starts a kernel
 NOTEBOOK = PROJECT_ROOT / 'nbs' / 'experiments' / 'evaluate.ipynb'
@@ -73,7 +74,7 @@ def test_run_folder_checkpoint_is_evaluated_on_the_builtin_test_split(tmp_path):
     from laretrieval.datasets import AudioCaptionDataset, make_builtin_set, split_clips
     from laretrieval.model import build_model
     from laretrieval.evaluate import evaluate_model
-    cfg = ExperimentConfig(builtin_clips=40, audio_width=8, embed_dim=16, text_trainable_layers=0, eval_batch_size=16)
+    cfg = ExperimentConfig(builtin_clips=40, **TINY_MODEL, eval_batch_size=16)  # an untrained model: no epochs, no batch size
     torch.manual_seed(0)
     model = build_model(cfg)
     (tmp_path / 'run').mkdir()

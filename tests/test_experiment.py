@@ -12,6 +12,7 @@ import pytest
 from laretrieval.config import ExperimentConfig
 from laretrieval.experiment import DEFAULT_NOTEBOOK, run_experiment, load_metrics, metrics_table, metric_names
 from laretrieval.metrics import chance_level
+from tiny import TINY_MODEL, tiny
 
 # small enough for a test, large enough that the model must learn to pass
 SMALL = dict(builtin_clips=300, epochs=4, batch_size=16, audio_width=16, embed_dim=64, text_trainable_layers=1,
@@ -27,6 +28,7 @@ def test_parameters_cell_mirrors_config():
         assert eval(spec['default']) == defaults[name], name
 
 
+@pytest.mark.slow  # two 4-epoch papermill runs
 def test_small_run_learns_writes_its_folder_and_repeats_exactly(tmp_path):
     first = run_experiment(SMALL, run_id='a', runs_dir=tmp_path, progress=False)
     for name in ('train_eval.ipynb', 'config.json', 'metrics.json', 'history.csv', 'checkpoint.pt', 'validation_curve.png', 'per_query_t2a.csv'):
@@ -104,6 +106,7 @@ def test_show_prints_every_k(tmp_path):
     assert rows[3] == ['mAP@16', '0.2300', '0.0123', '0.3300', '0.0612']
 
 
+@pytest.mark.slow  # a papermill kernel each
 @pytest.mark.parametrize('params, name', [(dict(epoch=2), 'epoch'), (dict(epochs='2'), 'epochs'),
                                           (dict(tau=[0.1]), 'tau')])
 def test_bad_parameter_stops_the_notebook_in_the_check_cell(tmp_path, params, name):
@@ -125,6 +128,7 @@ def test_run_experiment_rejects_bad_parameters_before_starting(tmp_path):
     assert not (tmp_path / 'x').exists()
 
 
+@pytest.mark.slow  # a `laretrieval` process
 def test_cli_names_the_bad_parameter(tmp_path):
     proc = subprocess.run([str(Path(sys.executable).parent / 'laretrieval'), 'experiment', '--set', 'epoch=2', '--runs-dir', str(tmp_path)],
                           capture_output=True, text=True)
@@ -132,6 +136,7 @@ def test_cli_names_the_bad_parameter(tmp_path):
     assert "'epoch'" in proc.stderr
 
 
+@pytest.mark.slow  # two epochs on ESC-50 through papermill
 def test_model_learns_on_real_esc50_audio(tmp_path, shared_data, monkeypatch):
     "Two epochs on ESC-50 folds 1-3 (real audio): audio→text R@1 on fold 4 over the 50 captions beats 5x chance."
     monkeypatch.setenv('LARETRIEVAL_CACHE_DIR', str(tmp_path / 'cache'))  # the run's kernel inherits it
@@ -144,6 +149,7 @@ def test_model_learns_on_real_esc50_audio(tmp_path, shared_data, monkeypatch):
     assert a2t['R@1'] >= 5 * a2t['chance_R@1'], a2t
 
 
+@pytest.mark.slow  # a papermill run
 def test_clotho_runs_through_the_experiment_notebook(tmp_path, shared_data, monkeypatch):
     "The real Clotho caption CSVs (first 24 clips of each split) with stand-in audio files named as the CSVs say."
     monkeypatch.setenv('LARETRIEVAL_CACHE_DIR', str(tmp_path / 'cache'))
@@ -158,17 +164,17 @@ def test_clotho_runs_through_the_experiment_notebook(tmp_path, shared_data, monk
         with open(root / f'clotho_captions_{split}.csv', 'w', newline='') as f: csv.writer(f).writerows(rows)
         for i, row in enumerate(rows[1:]):
             sf.write(root / split / row[0], np.random.default_rng(i).standard_normal(8000).astype('float32') * 0.1, 16000)
-    run = run_experiment(dict(dataset='clotho', data_dir=str(root), epochs=1, batch_size=8, audio_width=8, embed_dim=16,
-                              text_trainable_layers=0, train_items='caption'), run_id='clotho', runs_dir=tmp_path / 'runs', progress=False)
+    run = run_experiment(dict(dataset='clotho', data_dir=str(root), epochs=1, batch_size=8, **TINY_MODEL, train_items='caption'),
+                         run_id='clotho', runs_dir=tmp_path / 'runs', progress=False)
     metrics = load_metrics(run)
     assert metrics['n_test_clips'] == 24 and metrics['n_test_captions'] == 120
 
 
+@pytest.mark.slow  # two papermill runs
 def test_augmentations_switch_on_from_the_experiment_parameters(tmp_path):
     "Gain, SpecAugment and word edits on every training item: the run trains, and differs from the run without them."
-    tiny = dict(builtin_clips=40, epochs=1, batch_size=8, audio_width=8, embed_dim=16, text_trainable_layers=0)
-    plain = load_metrics(run_experiment(tiny, run_id='plain', runs_dir=tmp_path, progress=False))
-    augmented = load_metrics(run_experiment(dict(tiny, gain_p=1.0, specaug_p=1.0, word_p=1.0), run_id='aug', runs_dir=tmp_path, progress=False))
+    plain = load_metrics(run_experiment(tiny(), run_id='plain', runs_dir=tmp_path, progress=False))
+    augmented = load_metrics(run_experiment(tiny(gain_p=1.0, specaug_p=1.0, word_p=1.0), run_id='aug', runs_dir=tmp_path, progress=False))
     assert augmented['test']['t2a']['mAP@10'] != plain['test']['t2a']['mAP@10']
 
 

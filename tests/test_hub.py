@@ -2,7 +2,7 @@
 
 The issue: `export RUN OUT` / `save_pretrained` write config JSON + model.safetensors + tokenizer; `from_pretrained`
 rebuilds it with no network call, no pickle and no base-model download; a run folder and its model folder score alike."""
-import hashlib, json, os, shutil, socket, subprocess, sys
+import hashlib, json, shutil, socket, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +14,7 @@ from laretrieval.hub import (CONFIG_FILE, WEIGHTS_FILE, TEXT_FOLDER, from_pretra
                              push_to_hub, save_pretrained)
 from laretrieval.model import DualEncoder, build_model
 from text_models import tiny_roberta
-
-TINY = dict(audio_width=8, embed_dim=16, text_trainable_layers=0)
+from tiny import TINY_MODEL, offline_env, tiny_config
 CAPTIONS = ['a dog barks twice', 'rain falls on a tin roof', 'a door slams shut', 'birds sing at dawn']
 
 
@@ -37,17 +36,17 @@ def no_network(monkeypatch):
 
 def variant(name:str, tmp_path:Path)->tuple[ExperimentConfig, ExperimentConfig]:
     "The config a tiny model is built from, and the config saved with it (PaSST: as trained from AudioSet weights)."
-    if name == 'minilm': cfg = ExperimentConfig(**TINY)
+    if name == 'minilm': cfg = ExperimentConfig(**TINY_MODEL)
     elif name == 'roberta':
         tiny_roberta(tmp_path / 'roberta', CAPTIONS * 3)
-        cfg = ExperimentConfig(**TINY, text_encoder=str(tmp_path / 'roberta'), text_pooling='first', pooling='tap', tap_dim=8)
+        cfg = ExperimentConfig(**TINY_MODEL, text_encoder=str(tmp_path / 'roberta'), text_pooling='first', pooling='tap', tap_dim=8)
     else: cfg = ExperimentConfig(audio_encoder='passt', passt_pretrained=False, passt_blocks=1, passt_arch='passt_s_p16_s16_128_ap468',
                                  sample_rate=32000, embed_dim=16, text_trainable_layers=0)
     saved = ExperimentConfig.from_dict({**cfg.to_dict(), 'passt_pretrained': True}) if name == 'passt' else cfg
     return cfg, saved
 
 
-@pytest.mark.parametrize('name', ['minilm', 'roberta', 'passt'])
+@pytest.mark.parametrize('name', ['minilm', 'roberta', pytest.param('passt', marks=pytest.mark.slow)])  # a full-size PaSST block: over 5 s
 def test_a_save_then_load_gives_the_same_weights_and_scores(name, tmp_path, no_network):
     "(a) Every weight bit-identical, the same module tree (frozen layers too), scores within 1e-6; PaSST's config says pretrained but nothing is downloaded."
     cfg, saved = variant(name, tmp_path)
@@ -95,7 +94,7 @@ def test_b_exported_run_scores_alike_in_a_fresh_offline_process(tmp_path, monkey
     from laretrieval.evaluate import split_similarity
     from laretrieval.pipeline import build_datasets, run_training
     monkeypatch.setenv('LARETRIEVAL_CACHE_DIR', str(tmp_path / 'cache'))
-    cfg = ExperimentConfig(builtin_clips=40, epochs=1, batch_size=8, **TINY)
+    cfg = tiny_config()
     run_training(cfg, tmp_path / 'run', progress=False)
     run_model, run_cfg = load_model(tmp_path / 'run')
     expected, text_keys, audio_keys = split_similarity(run_model, build_datasets(run_cfg).test)
@@ -114,8 +113,7 @@ def test_b_exported_run_scores_alike_in_a_fresh_offline_process(tmp_path, monkey
     assert (split_similarity(model_folder, build_datasets(run_cfg).test)[0] - expected).abs().max().item() <= 1e-6
 
     shutil.move(tmp_path / 'run', tmp_path / 'run-moved')  # the model folder alone
-    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'HF_HOME': str(tmp_path / 'empty-hf-home'),
-           'LARETRIEVAL_CACHE_DIR': str(tmp_path / 'cache'), 'OMP_NUM_THREADS': '1'}
+    env = offline_env(HF_HOME=str(tmp_path / 'empty-hf-home'), LARETRIEVAL_CACHE_DIR=str(tmp_path / 'cache'))
     done = subprocess.run([sys.executable, '-c', SCORE_SPLIT, str(out), str(tmp_path / 'scores.safetensors')], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -129,7 +127,7 @@ def test_b_exported_run_scores_alike_in_a_fresh_offline_process(tmp_path, monkey
 def test_c_no_pickle_and_the_base_text_model_is_not_needed(tmp_path, no_network):
     "(c) Only JSON, text and safetensors files; the text encoder loads after the tiny RoBERTa folder it came from is deleted."
     tiny_roberta(tmp_path / 'roberta', CAPTIONS * 3)
-    cfg = ExperimentConfig(**TINY, text_encoder=str(tmp_path / 'roberta'))
+    cfg = ExperimentConfig(**TINY_MODEL, text_encoder=str(tmp_path / 'roberta'))
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     expected = scores(model, cfg.sample_rate)
@@ -151,7 +149,7 @@ def test_c_no_pickle_and_the_base_text_model_is_not_needed(tmp_path, no_network)
 
 def test_d_missing_or_corrupt_files_are_errors_naming_the_file(tmp_path):
     "(d) A missing, flipped or cut model.safetensors, a missing or garbled config.json, a missing tokenizer, and mismatched weights."
-    cfg = ExperimentConfig(**TINY)
+    cfg = ExperimentConfig(**TINY_MODEL)
     folder = save_pretrained(build_model(cfg), cfg, tmp_path / 'model')
     weights, config, raw = folder / WEIGHTS_FILE, folder / CONFIG_FILE, (folder / WEIGHTS_FILE).read_bytes()
     meta = json.loads(config.read_text())
@@ -180,7 +178,7 @@ def test_d_missing_or_corrupt_files_are_errors_naming_the_file(tmp_path):
 
 def test_save_refuses_to_clobber_and_replaces_only_a_model_folder(tmp_path):
     "An occupied folder is refused; overwrite replaces a model folder atomically and never a run folder."
-    cfg = ExperimentConfig(**TINY)
+    cfg = ExperimentConfig(**TINY_MODEL)
     torch.manual_seed(0); first = build_model(cfg)
     torch.manual_seed(1); second = build_model(cfg)
     folder = save_pretrained(first, cfg, tmp_path / 'model')
@@ -198,7 +196,7 @@ def test_save_refuses_to_clobber_and_replaces_only_a_model_folder(tmp_path):
 def test_push_to_hub_creates_the_repo_and_uploads_the_folder(tmp_path, monkeypatch, no_network):
     "The upload is wired through huggingface_hub.HfApi (stood in for: no network here); an incomplete folder is refused first."
     import huggingface_hub
-    cfg = ExperimentConfig(**TINY)
+    cfg = ExperimentConfig(**TINY_MODEL)
     folder = save_pretrained(build_model(cfg), cfg, tmp_path / 'model')
     calls = []
     class FakeApi:

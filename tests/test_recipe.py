@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 from text_models import tiny_roberta
+from tiny import offline_env, set_args
 
 PROJECT = Path(__file__).resolve().parent.parent
 CONFIGS = PROJECT / 'data' / 'configs'
@@ -71,7 +72,7 @@ def cli(args:list[str], cwd:Path, env:dict, **kwargs)->subprocess.CompletedProce
 
 
 def overrides(**extra)->list[str]:
-    return [a for k, v in {**SIZE_OVERRIDES, **extra}.items() for a in ('--set', f'{k}={v}')]
+    return set_args({**SIZE_OVERRIDES, **extra})
 
 
 def train_args(stage:str, out:str, **extra)->list[str]:
@@ -90,9 +91,7 @@ def test_dress_rehearsal_of_the_shipped_recipe(tmp_path):
     captions = stand_in_clotho(tmp_path / 'clotho', rng)
     tiny_roberta(tmp_path / 'roberta', [c for caps in captions.values() for c in caps])
     queries = relevance_file(tmp_path / 'relevance.csv', captions, rng)
-    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'OMP_NUM_THREADS': '1',
-           'LARETRIEVAL_CACHE_DIR': str(tmp_path / 'cache'), 'LARETRIEVAL_SETTINGS': str(tmp_path / 'settings.ini')}
-    env.pop('MASTER_PORT', None)
+    env = offline_env(LARETRIEVAL_CACHE_DIR=str(tmp_path / 'cache'), LARETRIEVAL_SETTINGS=str(tmp_path / 'settings.ini'))
     (tmp_path / 'settings.ini').write_text('[laretrieval]\nruns_dir = runs\n')
     data = dict(data_dir=str(tmp_path / 'clotho'), text_encoder=str(tmp_path / 'roberta'))
     runs = tmp_path / 'runs'  # the stage files name runs/stage1-seed0, runs/stage1-ensemble/teacher.pt, ... relative to here

@@ -8,7 +8,7 @@ import pytest
 
 from laretrieval.config import ExperimentConfig
 from laretrieval.registry import AUDIO_ENCODERS, CORPORA, LOSS_TERMS, Registry
-TINY = dict(batch_size=8, audio_width=8, embed_dim=16, text_trainable_layers=0, eval_batch_size=32, tap_dim=16)
+from tiny import tiny_config
 
 PACKAGE = Path(__file__).resolve().parent.parent / 'laretrieval'
 
@@ -39,7 +39,7 @@ def test_unregistered_names_are_refused_again():
 def test_a_run_trains_with_the_toy_encoder_term_and_corpus(toys, tmp_path):
     from laretrieval.build import build_training
     from laretrieval.pipeline import run_training
-    cfg = ExperimentConfig(**{**TINY, 'audio_encoder': 'chunks', 'dataset': 'every_fifth', 'builtin_clips': 40, 'epochs': 2})
+    cfg = tiny_config(audio_encoder='chunks', dataset='every_fifth', epochs=2)
     built = build_training(cfg)
     assert type(built.model.audio_encoder).__name__ == 'ChunkAudioEncoder'
     assert list(built.loss.terms) == ['contrastive', 'uniformity']

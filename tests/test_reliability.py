@@ -10,13 +10,11 @@ import torch
 
 from laretrieval.config import ExperimentConfig
 from laretrieval.pipeline import build_datasets, run_training
-
-TINY = dict(builtin_clips=40, audio_width=8, embed_dim=16, text_trainable_layers=0, epochs=1, batch_size=8)
+from tiny import TINY, offline_env, set_args, tiny_config
 
 
 def cli(*args, cwd=None)->subprocess.CompletedProcess:
-    env = {**os.environ, 'HF_HUB_OFFLINE': '1'}
-    return subprocess.run([sys.executable, '-m', 'laretrieval.cli', *args], capture_output=True, text=True, timeout=600, env=env, cwd=cwd)
+    return subprocess.run([sys.executable, '-m', 'laretrieval.cli', *args], capture_output=True, text=True, timeout=600, env=offline_env(), cwd=cwd)
 
 
 def test_1_extra_captions_of_no_training_clip_stop_the_run(tmp_path):
@@ -39,11 +37,12 @@ def test_3_esc50_with_clip_positives_is_refused(shared_data):
     assert len(splits.test_queries.texts) == 50
 
 
+@pytest.mark.slow  # two `laretrieval train` processes
 def test_5_an_unfinished_run_folder_is_refused_without_resume_or_overwrite(tmp_path):
     "Finding 5: training into a killed run's folder silently started over, discarding last.ckpt and mixing log.jsonl."
     run = tmp_path / 'run'; run.mkdir()
     (run / 'last.ckpt').write_bytes(b'a killed run'); (run / 'log.jsonl').write_text('{"kind": "step", "step": 1}\n')
-    args = [a for k, v in TINY.items() for a in ('--set', f'{k}={v}')]
+    args = set_args(TINY)
     done = cli('train', *args, '--output-dir', str(run), '--quiet')
     assert done.returncode == 2 and 'holds an unfinished run (last.ckpt, log.jsonl): continue it with --resume' in done.stderr
     assert (run / 'last.ckpt').read_bytes() == b'a killed run'
@@ -52,9 +51,10 @@ def test_5_an_unfinished_run_folder_is_refused_without_resume_or_overwrite(tmp_p
     assert steps[0]['step'] == 1 and len([s for s in steps if s['kind'] == 'epoch']) == 1  # only the new attempt's lines
 
 
+@pytest.mark.slow  # trains, then three `laretrieval` processes
 def test_7_9_12_checkpoints_load_without_code_and_name_the_file(tmp_path):
     "Findings 7, 9, 12: stale temporary files, pickled code in a checkpoint, truncated checkpoints."
-    cfg = ExperimentConfig(**TINY)
+    cfg = tiny_config()
     run = tmp_path / 'run'
     (run).mkdir(); (run / '.last.ckpt.x1y2.tmp').write_bytes(b'0' * 1000)  # left by a kill during a checkpoint write
     run_training(cfg, run, progress=False)
@@ -64,7 +64,7 @@ def test_7_9_12_checkpoints_load_without_code_and_name_the_file(tmp_path):
         def __reduce__(self): return (os.system, (f'touch {tmp_path / "pwned"}',))
     saved = torch.load(run / 'checkpoint.pt', weights_only=True)
     torch.save({**saved, 'trap': Payload()}, run / 'checkpoint.pt')
-    done = cli('train', '--set', f"init_checkpoint={run}", *[a for k, v in TINY.items() for a in ('--set', f'{k}={v}')],
+    done = cli('train', '--set', f"init_checkpoint={run}", *set_args(TINY),
                '--output-dir', str(tmp_path / 'stage2'), '--quiet')
     assert done.returncode != 0 and 'not unpickled' in done.stderr and not (tmp_path / 'pwned').exists()
     done = cli('ensemble', str(run), str(run), '--output-dir', str(tmp_path / 'ens'))
@@ -88,7 +88,7 @@ def test_8_bad_audio_in_the_test_split_stops_the_run_before_training(tmp_path, m
         pd.DataFrame([[name, *[f'caption {k} of {name}' for k in range(5)]] for name in names],
                      columns=['file_name', *[f'caption_{k}' for k in range(1, 6)]]).to_csv(root / f'clotho_captions_{split}.csv', index=False)
     (root / 'evaluation' / 'evaluation 1.wav').write_bytes(b'RIFF\x00\x00 a truncated upload')
-    cfg = ExperimentConfig(dataset='clotho', data_dir=str(root), **{**TINY, 'builtin_clips': 20})
+    cfg = tiny_config(dataset='clotho', data_dir=str(root), builtin_clips=20)
     with pytest.raises(ValueError, match=r"evaluation 1\.wav"):
         run_training(cfg, tmp_path / 'run', progress=False)
     assert not (tmp_path / 'run' / 'log.jsonl').exists()  # not a single training step was taken

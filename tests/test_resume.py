@@ -1,15 +1,16 @@
 "Kill -9 in the middle of an epoch, `laretrieval train --resume`, and the run ends exactly where an uninterrupted one does."
-import json, os, signal, subprocess, sys, time
+import json, signal, subprocess, sys, time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from tiny import offline_env
 
 CLI = [sys.executable, '-m', 'laretrieval.cli', 'train', '--quiet']
 PARAMS = ['builtin_clips=120', 'audio_width=8', 'embed_dim=32', 'text_trainable_layers=1', 'epochs=3', 'batch_size=8',
           'checkpoint_every=2', 'num_threads=1', 'seed=3', 'device=cpu']
-ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'OMP_NUM_THREADS': '1'}
+ENV = offline_env()
 
 def train_command(out:Path, *extra)->list[str]:
     return [*CLI, *[a for p in PARAMS for a in ('--set', p)], '--output-dir', str(out), *extra]

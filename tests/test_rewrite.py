@@ -104,6 +104,7 @@ def tiny_marian(folder, words, seed):
     return folder
 
 
+@pytest.mark.slow  # builds and runs two tiny Marian models
 def test_transformers_backend_back_translates_with_local_models(tmp_path):
     captions = ['a dog barks in the distance', 'rain falls on a tin roof', 'a car passes by', 'birds chirp']
     words = ' '.join(captions).split()

@@ -18,6 +18,7 @@ from laretrieval.config import ExperimentConfig
 from laretrieval.model import AudioEmbedding
 from laretrieval.search import (build_index, encode_audio_files, exact_searcher, faiss_searcher, read_index, read_labels,
                                 search_index, search_vectors, top_files, zeroshot)
+from tiny import tiny_config
 
 SR = 16000
 BUILTIN = ExperimentConfig(dataset='builtin')  # 4 s windows at 16 kHz
@@ -280,7 +281,7 @@ def tiny_run(tmp_path_factory):
     "A one-epoch run on the built-in set and its test clips written as 4 s files."
     from laretrieval.pipeline import build_datasets, run_training
     root = tmp_path_factory.mktemp('tiny')
-    cfg = ExperimentConfig(builtin_clips=40, audio_width=8, embed_dim=16, text_trainable_layers=0, epochs=1, batch_size=8)
+    cfg = tiny_config()
     run_training(cfg, root / 'run', progress=False)
     clips = build_datasets(cfg).test.clips
     (root / 'audio').mkdir()
@@ -288,6 +289,7 @@ def tiny_run(tmp_path_factory):
     return root, clips
 
 
+@pytest.mark.slow  # tiny_run trains
 def test_a_real_run_indexes_and_searches_with_its_own_model(tiny_run, tmp_path):
     "The index records the run; search_index reloads it from there; the same file found by example has cosine 1."
     root, clips = tiny_run
@@ -298,6 +300,7 @@ def test_a_real_run_indexes_and_searches_with_its_own_model(tiny_run, tmp_path):
     assert len(search_index(tmp_path / 'index', clips[0].captions[0], k=len(clips) + 3)) == len(clips)
 
 
+@pytest.mark.slow  # tiny_run trains
 def test_index_and_search_commands(tiny_run, tmp_path, capsys):
     "`laretrieval index` then `laretrieval search --json` / `--audio`: the same hits as the Python API; an empty query exits 2."
     from laretrieval.cli import main
@@ -313,6 +316,7 @@ def test_index_and_search_commands(tiny_run, tmp_path, capsys):
     assert main(['search', str(tmp_path / 'index'), '  ']) == 2
 
 
+@pytest.mark.slow  # tiny_run trains
 def test_fingerprint_is_the_hub_fingerprint(tiny_run):
     "The index identifies its model by laretrieval.hub's fingerprint: a run and its exported model folder are the same model."
     from laretrieval.hub import model_fingerprint

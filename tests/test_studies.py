@@ -5,9 +5,13 @@ from pathlib import Path
 import pandas as pd
 import papermill as pm
 import pytest
+from tiny import TINY_MODEL
+
+pytestmark = pytest.mark.slow  # each test trains its grid through papermill
 
 STUDIES = Path(__file__).resolve().parent.parent / 'nbs' / 'studies'
-TINY = dict(batch_size=8, audio_width=8, embed_dim=16, text_trainable_layers=0, eval_batch_size=32, tap_dim=16)
+# the study's own parameters set the clips and epochs; its `extra` sets the rest of the tiny run
+TINY = dict(batch_size=8, **TINY_MODEL, eval_batch_size=32, tap_dim=16)
 
 
 @pytest.mark.parametrize('study, arms', [('loss', {'loss=ntxent', 'loss=sigmoid'}),

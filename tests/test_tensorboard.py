@@ -6,15 +6,17 @@ import pytest
 pytest.importorskip('tensorboard')
 
 
+@pytest.mark.slow  # trains
 def test_training_writes_step_and_epoch_scalars(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from laretrieval.config import ExperimentConfig, seed_everything
+    from laretrieval.config import seed_everything
     from laretrieval.datasets import AudioCaptionDataset, make_builtin_set, split_clips
     from laretrieval.model import build_model
     from laretrieval.objectives import build_loss
     from laretrieval.train import JsonlLog, train
+    from tiny import tiny_config
     seed_everything(0)
-    cfg = ExperimentConfig(builtin_clips=40, audio_width=8, embed_dim=16, text_trainable_layers=0, epochs=1, batch_size=8)
+    cfg = tiny_config()
     clips = make_builtin_set(cfg.builtin_clips, cfg.data_seed, cfg.sample_rate)
     train_set = AudioCaptionDataset(split_clips(clips, 'train'), cfg.sample_rate, 4.0, per_caption=True)
     val_set = AudioCaptionDataset(split_clips(clips, 'val'), cfg.sample_rate, 4.0)
