@@ -13,12 +13,12 @@ from pathlib import Path
 import pandas as pd
 
 from .config import ExperimentConfig, load_settings
-from .ablate import (grid_points, run_grid, read_result, summarize_arms, format_arms, compare_arms,
-                                validation_curves, plot_validation_curves)
+from .ablate import grid_points, run_grid, read_result, summarize_arms, format_arms, compare_arms
+from .ablate import validation_curves, plot_validation_curves
 from .experiment import metric_names
 
 # %% auto #0
-__all__ = ['NAMES', 'study_batch_dir', 'study_grid', 'run_config', 'identical_finished_run', 'share_identical_runs', 'Study',
+__all__ = ['study_batch_dir', 'study_grid', 'run_config', 'identical_finished_run', 'share_identical_runs', 'Study',
            'compare_with_first', 'run_study', 'metric_label', 'plot_study', 'compare_systems']
 
 # %% ../nbs/13b_study.ipynb #703ab667
@@ -124,12 +124,12 @@ def run_study(name:str,              # the study's name: its default batch folde
     return Study(name, out, results, summary, format_arms(summary), comparisons, shared)
 
 # %% ../nbs/13b_study.ipynb #b5fe0d8f
-NAMES = {'t2a': 'text→audio', 'a2t': 'audio→text'}
+_DIRECTIONS = {'t2a': 'text→audio', 'a2t': 'audio→text'}
 
 def metric_label(metric:str)->str:
     "'t2a_mAP@10' -> 'text→audio mAP@10'."
     direction, _, name = metric.partition('_')
-    return f'{NAMES.get(direction, direction)} {name}'
+    return f'{_DIRECTIONS.get(direction, direction)} {name}'
 
 def plot_study(study:Study, metric:str='t2a_mAP@10', file:str='study.png'):
     "Seeds as points over each arm's mean ± sd, with the chance level; the validation curves beside; saved in the batch folder."
