@@ -40,7 +40,10 @@ class LossTerm(nn.Module):
         "The term a config asks for, or None when the config gives it nothing to do (inputs: objects given in memory)."
         raise NotImplementedError(f"{cls.__name__}.from_config")
 
-    def weight(self, cfg)->float: return float(getattr(cfg, self.weight_field))
+    def weight(self, cfg)->float:
+        "The term's weight: the config field `weight_field` names (a term without one overrides `weight`)."
+        if not self.weight_field: raise NotImplementedError(f"{type(self).__name__} names no weight_field and does not override weight()")
+        return float(getattr(cfg, self.weight_field))
 
     def param_group(self, cfg)->dict|None:
         "The AdamW group of the term's own trainable parameters (None: it has none)."
@@ -90,6 +93,7 @@ class ClusterTerm(LossTerm):
     "Caption-cluster classification from both embeddings (stage 3)."
     weight_field = 'cluster_weight'
     def __init__(self, labels:dict[tuple[str, str], int], embed_dim:int):
+        if not labels: raise ValueError("cluster labels are empty: stage 3 needs a cluster for every training caption")
         super().__init__(); self.labels, self.heads = labels, ClusterHeads(embed_dim, max(labels.values()) + 1)
 
     @classmethod
@@ -97,7 +101,7 @@ class ClusterTerm(LossTerm):
         if cluster_labels is None and cfg.cluster_labels:
             from laretrieval.clustering import load_cluster_labels  # scikit-learn: loaded only for stage 3
             cluster_labels = load_cluster_labels(cfg.cluster_labels)
-        return cls(cluster_labels, cfg.embed_dim) if cluster_labels else None
+        return None if cluster_labels is None else cls(cluster_labels, cfg.embed_dim)
 
     def param_group(self, cfg):
         return dict(params=self.trainable(), lr=cfg.head_lr, weight_decay=cfg.weight_decay, name='cluster_heads')

@@ -51,7 +51,8 @@ def get(self:Registry, name:str):
     entry = self._entries[self.split(name)[0]]
     if isinstance(entry, str):
         module, _, attr = entry.partition(':')
-        entry = getattr(importlib.import_module(module), attr)
+        try: entry = getattr(importlib.import_module(module), attr)
+        except AttributeError: raise ImportError(f"{self.kind} {name!r} is registered as {entry!r}, but {module} has no {attr!r}") from None
     return entry
 
 @patch
