@@ -200,6 +200,7 @@ def _ablate_command(args)->int:
     open_runs = results['status'].isin(['running elsewhere', 'unfinished'])
     if open_runs.any(): print(f"{open_runs.sum()} of {len(results)} runs not finished (running elsewhere or unfinished): "
                               "their rows fill in when they finish; rerun to run what is left")
+    if args.no_wait: return 0  # the points are queued: `--status` tells when they are done
     return 0 if (results['status'] == 'done').all() else 1
 
 # %% ../nbs/16_cli.ipynb #68778c60

@@ -131,6 +131,8 @@ def caption_columns(header:list[str], path:Path, n_captions:int|None=None)->list
         missing = [f'caption_{i}' for i in range(1, n_captions + 1) if f'caption_{i}' not in header]
         if missing: raise ValueError(f"{path}: missing column(s) {missing}; found {header}")
         return [f'caption_{i}' for i in range(1, n_captions + 1)]
+    if numbered and 'caption' in header:  # which one holds the captions? reading one would drop the other silently
+        raise ValueError(f"{path}: both a 'caption' column and {numbered[0]!r}..: name the caption columns to read; found {header}")
     if numbered: return numbered
     if 'caption' in header: return ['caption']
     raise ValueError(f"{path}: missing a caption column ('caption' or 'caption_1..N'); found {header}")
