@@ -68,8 +68,9 @@ def share_identical_runs(grid:dict, batch_dir:str|Path,
                         )->dict:
     "Link each grid point without a run folder to an identical finished run; {run_id: the run linked to}."
     batch_dir = Path(batch_dir)
-    if search is None and batch_dir.parent.exists():
-        search = [p for p in sorted(batch_dir.parent.iterdir()) if p.is_dir() and p.resolve() != batch_dir.resolve()]
+    if search is None and batch_dir.parent.exists():  # sibling ablation batches (they hold results.csv), not any folder beside it
+        search = [p for p in sorted(batch_dir.parent.iterdir())
+                  if p.is_dir() and (p / 'results.csv').exists() and p.resolve() != batch_dir.resolve()]
     shared = {}
     for params, run_id, _ in grid_points(grid):
         run = batch_dir / 'runs' / run_id
@@ -120,7 +121,8 @@ def run_study(name:str,              # the study's name: its default batch folde
     metrics = metric_names(results.columns, 't2a_') + metric_names(results.columns, 'a2t_')
     summary = summarize_arms(results, metrics).set_index('arm').loc[order].reset_index()
     comparisons = compare_with_first(results, out, order)
-    comparisons.to_csv(out / 'comparisons.csv', index=False)
+    if len(comparisons): comparisons.to_csv(out / 'comparisons.csv', index=False)
+    else: print(f"{name}: no comparison yet (the first arm, {order[0]!r}, or every other arm has no finished run)")
     return Study(name, out, results, summary, format_arms(summary), comparisons, shared)
 
 # %% ../nbs/13b_study.ipynb #b5fe0d8f
