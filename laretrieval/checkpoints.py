@@ -60,7 +60,7 @@ def set_rng_state(state:dict):
     if 'cuda' in state and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['cuda'])
 
 # %% ../nbs/11a_checkpoints.ipynb #6f2fdd9f
-RESUME_IGNORES = ('output_dir', 'device', 'num_threads', 'eval_batch_size', 'checkpoint_every')  # may differ between a run and its resume
+RESUME_IGNORES = ('output_dir', 'device', 'num_threads', 'eval_batch_size', 'checkpoint_every', 'num_workers', 'logger')  # may differ between a run and its resume
 
 def check_resumable(saved:dict, cfg:ExperimentConfig, path:Path):
     "Refuse to resume a checkpoint written with other parameters (naming them)."

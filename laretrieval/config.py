@@ -114,7 +114,8 @@ FIELD_RANGES = dict(
     text_lr=RATE, head_lr=RATE, loss_lr=RATE, weight_decay=NON_NEGATIVE, warmup_epochs=NON_NEGATIVE,
     min_lr=NON_NEGATIVE, accumulate_batches=POSITIVE, grad_clip=NON_NEGATIVE,                       # loss and optimisation
     contrastive_weight=NON_NEGATIVE, distill_weight=NON_NEGATIVE, cluster_weight=NON_NEGATIVE,      # stages
-    seed=SEED, num_threads=NON_NEGATIVE, eval_batch_size=POSITIVE, devices=POSITIVE, checkpoint_every=NON_NEGATIVE)  # run
+    seed=SEED, num_threads=NON_NEGATIVE, eval_batch_size=POSITIVE, devices=POSITIVE, checkpoint_every=NON_NEGATIVE,
+    num_workers=NON_NEGATIVE)  # run
 FIELD_CHOICES = dict(dataset=CORPORA, audio_encoder=AUDIO_ENCODERS, loss=CONTRASTIVE_LOSSES,  # the registries: one line adds a choice
                      positives=('clip', 'caption'), train_items=('clip', 'caption'), text_pooling=('mean', 'first'),
                      pooling=('mean', 'tap'), precision=('32-true', 'bf16-mixed', '16-mixed'))
@@ -158,6 +159,7 @@ class ModelFields:
     s_patchout_t:int = 0               # PaSST structured patchout: time columns dropped in training
     s_patchout_f:int = 0               # PaSST structured patchout: frequency rows dropped in training
     passt_blocks:int = 0               # keep only PaSST's first N transformer blocks (0: all); a size override for tests and probes
+    audio_weights:str = ''             # audio encoder weights: '' the official ones (hub name or URL, cached once), a file path, or 'none' (random init)
     text_encoder:str = 'minilm'        # 'minilm' (offline all-MiniLM-L6-v2), a hub name or a local path
     text_pooling:str = 'mean'          # sentence vector: 'mean' over tokens or 'first' token
     text_trainable_layers:int = 2      # top transformer layers fine-tuned (-1: all, 0: frozen)
@@ -222,6 +224,8 @@ class RunFields:
     eval_batch_size:int = 64           # clips/captions per forward pass during evaluation
     devices:int = 1                    # processes of one run (GPUs, or CPU processes); over 1 runs Fabric DDP
     checkpoint_every:int = 0           # also checkpoint every this many optimizer steps inside an epoch (0: epoch ends only)
+    num_workers:int = 0                # DataLoader worker processes for training, validation and embedding (0: in the training process)
+    logger:str = 'jsonl'               # trackers besides the JSONL log, comma-separated: tensorboard, csv, wandb, mlflow ('jsonl': none)
     output_dir:str = ''                # where results go (empty: runs_dir/interactive-TIME)
 
 # %% ../nbs/00_config.ipynb #09e24984
