@@ -22,9 +22,9 @@ from .audio import LogMelFrontEnd
 from .pooling import masked_mean
 
 # %% auto #0
-__all__ = ['PASST_MEL', 'AudioFeatures', 'AudioEncoder', 'sinusoidal_positions', 'CNNAudioEncoder', 'import_passt', 'PaSSTSpec',
-           'passt_archs', 'passt_spec', 'PaSSTAudioEncoder', 'resolve_text_model', 'load_text_model', 'TextEncoder',
-           'Projection']
+__all__ = ['PASST_MEL', 'AudioFeatures', 'AudioEncoder', 'audio_weights_file', 'sinusoidal_positions', 'CNNAudioEncoder',
+           'import_passt', 'PaSSTSpec', 'passt_archs', 'passt_spec', 'PaSSTAudioEncoder', 'resolve_text_model',
+           'load_text_model', 'TextEncoder', 'Projection']
 
 # %% ../nbs/04_encoders.ipynb #f4a5744c
 class AudioFeatures(NamedTuple):
@@ -49,6 +49,36 @@ class AudioEncoder(nn.Module):
         "Replace the front end by `wrap(frontend)`, e.g. SpecAugment after the log-mels (active in training mode only)."
         if self.frontend is None: raise ValueError(f"{type(self).__name__} has no spectrogram front end to augment (specaug_p needs one)")
         self.frontend = wrap(self.frontend)
+
+# %% ../nbs/04_encoders.ipynb #2f2ba6f3
+def audio_weights_file(audio_weights:str,            # the config's `audio_weights`: '', a path, an https:// URL, 'hf:<org>/<repo>/<file>' or 'none'
+                       official:str,                 # the encoder's official checkpoint: an https:// URL or 'hf:<org>/<repo>/<file>'
+                       sha256:str|None=None,         # the official file's SHA-256 (checked when it is downloaded)
+                       encoder:str='audio encoder'   # named in errors
+                      )->Path|None:
+    "The local checkpoint file `audio_weights` names (downloaded once into a cache), or None for random init."
+    if audio_weights == 'none': return None
+    source = audio_weights or official
+    if source.startswith('hf:'):
+        parts = source[3:].split('/')
+        if len(parts) < 3: raise ValueError(f"audio_weights {source!r}: a hub file is 'hf:<org>/<repo>/<file>'")
+        from huggingface_hub import hf_hub_download
+        try: return Path(hf_hub_download('/'.join(parts[:2]), '/'.join(parts[2:])))
+        except Exception as e:
+            raise RuntimeError(f"{encoder}: cannot fetch {source} ({type(e).__name__}: {e}); set audio_weights to a local copy") from None
+    if source.startswith(('https://', 'http://')):
+        import torch.hub, urllib.parse
+        target = Path(torch.hub.get_dir()) / 'checkpoints' / urllib.parse.unquote(Path(urllib.parse.urlparse(source).path).name)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try: torch.hub.download_url_to_file(source, str(target), sha256 if source == official else None, progress=True)
+            except Exception as e:
+                raise RuntimeError(f"{encoder}: cannot download {source} ({type(e).__name__}: {e}); "
+                                   f"download it elsewhere and set audio_weights to the file, or put it at {target}") from None
+        return target
+    path = Path(source).expanduser()
+    if not path.is_file(): raise FileNotFoundError(f"audio_weights {source!r}: no such file ({encoder} weights)")
+    return path
 
 # %% ../nbs/04_encoders.ipynb #1f2389ad
 def sinusoidal_positions(n:int, dim:int)->torch.Tensor:
