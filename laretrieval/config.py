@@ -107,7 +107,7 @@ SEED = Range(0, 2 ** 32 - 1)                         # what np.random.seed accep
 FIELD_RANGES = dict(
     builtin_clips=Range(20), data_seed=SEED, esc50_test_fold=Range(1, 5), gain_p=PROBABILITY, specaug_p=PROBABILITY,
     word_p=PROBABILITY, sample_rate=POSITIVE,                                                       # data
-    audio_width=POSITIVE, s_patchout_t=NON_NEGATIVE, s_patchout_f=NON_NEGATIVE, passt_blocks=NON_NEGATIVE,
+    audio_width=POSITIVE, s_patchout_t=NON_NEGATIVE, s_patchout_f=NON_NEGATIVE, audio_blocks=NON_NEGATIVE,
     text_trainable_layers=Range(-1), max_text_tokens=POSITIVE, text_dropout=DROPOUT, embed_dim=POSITIVE,
     tap_dim=POSITIVE, tap_dropout=DROPOUT,                                                          # model
     tau=RATE, sigmoid_t_init=Range(), sigmoid_b_init=Range(), epochs=POSITIVE, batch_size=POSITIVE, audio_lr=RATE,
@@ -158,7 +158,7 @@ class ModelFields:
     passt_pretrained:bool = True       # download AudioSet weights (False: random weights)
     s_patchout_t:int = 0               # PaSST structured patchout: time columns dropped in training
     s_patchout_f:int = 0               # PaSST structured patchout: frequency rows dropped in training
-    passt_blocks:int = 0               # keep only PaSST's first N transformer blocks (0: all); a size override for tests and probes
+    audio_blocks:int = 0               # keep only the first N transformer blocks or CNN stages of the audio encoder (0: all); a size override for tests and probes
     audio_weights:str = ''             # audio encoder weights: '' the official ones (hub name or URL, cached once), a file path, or 'none' (random init)
     text_encoder:str = 'minilm'        # 'minilm' (offline all-MiniLM-L6-v2), a hub name or a local path
     text_pooling:str = 'mean'          # sentence vector: 'mean' over tokens or 'first' token

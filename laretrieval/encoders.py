@@ -224,7 +224,7 @@ class PaSSTAudioEncoder(AudioEncoder):
         if cfg.sample_rate != PASST_MEL['sample_rate']:
             raise ValueError(f"audio_encoder='passt' needs sample_rate=32000, got sample_rate={cfg.sample_rate}")
         return cls(cfg.passt_arch, cfg.passt_pretrained and weights, s_patchout_t=cfg.s_patchout_t,
-                   s_patchout_f=cfg.s_patchout_f, blocks=cfg.passt_blocks)
+                   s_patchout_f=cfg.s_patchout_f, blocks=cfg.audio_blocks)
 
 # %% ../nbs/04_encoders.ipynb #76e69d60
 @patch

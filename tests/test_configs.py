@@ -40,7 +40,7 @@ BAD = [  # (field, value, words the error must carry besides the field's name)
     ('gain_p', 1.5, '[0, 1]'), ('specaug_p', -0.1, '[0, 1]'), ('word_p', math.nan, 'finite'), ('text_dropout', 1.0, '[0, 1)'),
     ('tap_dropout', -0.1, '[0, 1)'), ('devices', 0, '>= 1'), ('builtin_clips', 10, '>= 20'), ('audio_width', 0, '>= 1'),
     ('embed_dim', 0, '>= 1'), ('tap_dim', 0, '>= 1'), ('max_text_tokens', 0, '>= 1'), ('sample_rate', 0, '>= 1'),
-    ('checkpoint_every', -1, '>= 0'), ('passt_blocks', -1, '>= 0'), ('s_patchout_t', -2, '>= 0'), ('num_threads', -1, '>= 0'),
+    ('checkpoint_every', -1, '>= 0'), ('audio_blocks', -1, '>= 0'), ('s_patchout_t', -2, '>= 0'), ('num_threads', -1, '>= 0'),
     ('text_trainable_layers', -2, '>= -1'), ('seed', -1, '[0, 4294967295]'), ('data_seed', 2 ** 32, '[0, 4294967295]'),
     ('contrastive_weight', -1.0, '>= 0'), ('sigmoid_b_init', -math.inf, 'finite'),
     ('dataset', 'audioset', "'builtin', 'esc50', 'clotho'"), ('positives', 'class', "'clip', 'caption'"),

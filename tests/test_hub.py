@@ -40,7 +40,7 @@ def variant(name:str, tmp_path:Path)->tuple[ExperimentConfig, ExperimentConfig]:
     elif name == 'roberta':
         tiny_roberta(tmp_path / 'roberta', CAPTIONS * 3)
         cfg = ExperimentConfig(**TINY_MODEL, text_encoder=str(tmp_path / 'roberta'), text_pooling='first', pooling='tap', tap_dim=8)
-    else: cfg = ExperimentConfig(audio_encoder='passt', passt_pretrained=False, passt_blocks=1, passt_arch='passt_s_p16_s16_128_ap468',
+    else: cfg = ExperimentConfig(audio_encoder='passt', passt_pretrained=False, audio_blocks=1, passt_arch='passt_s_p16_s16_128_ap468',
                                  sample_rate=32000, embed_dim=16, text_trainable_layers=0)
     saved = ExperimentConfig.from_dict({**cfg.to_dict(), 'passt_pretrained': True}) if name == 'passt' else cfg
     return cfg, saved

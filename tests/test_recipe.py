@@ -25,7 +25,7 @@ WORDS = 'a dog barks while rain falls on the roof birds chirp near water car pas
 
 SIZE_OVERRIDES = dict(   # what this rehearsal changes, besides where the data and the text model are
     passt_pretrained=False,  # random weights: no download here
-    passt_blocks=1,          # PaSST-S of the recipe's arch, but only its first transformer block (CPU time)
+    audio_blocks=1,          # PaSST-S of the recipe's arch, but only its first transformer block (CPU time)
     embed_dim=32,            # shared space (recipe: 1024)
     epochs=1,                # recipe: 20
     batch_size=8,            # global, 4 per process (recipe: 64)
