@@ -1,0 +1,76 @@
+"""The checks every audio encoder passes; tests/test_<encoder>.py call them with the encoder built from its config.
+
+- `check_frames`: (B, T, D) frames, a (B, T) mask and a (B, D) clip vector for 1 s / 10 s / 30 s clips, a clip of half the
+  length having fewer real frames, and the real frames of a clip not depending on how much padding follows it.
+- `check_pooling`: mean pooling and TAP on its frames (masked frames ignored).
+- `check_learns`: two epochs of the tiny built-in run with it; the contrastive loss goes down.
+"""
+import json
+
+import torch
+
+from laretrieval.encoders import AudioEncoder, AudioFeatures
+from laretrieval.pooling import TextAwareAttentionPooling, masked_mean
+
+SECONDS = (1, 10, 30)
+
+
+@torch.no_grad()
+def check_frames(encoder:AudioEncoder, seconds=SECONDS,
+                 padding_atol:float|None=1e-4)->dict: # None: skip the padding check (an encoder whose edge frames see the padding)
+    "Run a clip of each length beside one of half that length (zero-padded); return {seconds: (frames T, real frames of each clip)}."
+    encoder.eval()
+    torch.manual_seed(0)
+    shapes = {}
+    for s in seconds:
+        n = int(s * encoder.sample_rate)
+        waves = torch.randn(2, n) * 0.1
+        waves[1, n // 2:] = 0
+        lengths = torch.tensor([n, n // 2])
+        out = encoder(waves, lengths)
+        assert isinstance(out, AudioFeatures), f"{type(encoder).__name__} returned {type(out).__name__}, not AudioFeatures"
+        b, t, d = out.frames.shape
+        assert (b, d) == (2, encoder.out_dim), f"{s} s: frames {tuple(out.frames.shape)}, out_dim {encoder.out_dim}"
+        assert out.mask.shape == (2, t) and out.mask.dtype == torch.bool, f"{s} s: mask {tuple(out.mask.shape)} {out.mask.dtype}"
+        assert out.pooled.shape == (2, d), f"{s} s: pooled {tuple(out.pooled.shape)}"
+        assert torch.isfinite(out.frames[out.mask]).all() and torch.isfinite(out.pooled).all(), f"{s} s: non-finite output"
+        real = out.mask.sum(1).tolist()
+        assert real[0] > real[1] >= 1, f"{s} s: real frames {real}; the half-length clip must have fewer, at least one"
+        # the short clip alone (no padding after it) has as many real frames, and the same ones, as inside the padded batch
+        alone = encoder(waves[1:, :n // 2], lengths[1:])
+        assert int(alone.mask.sum()) == real[1], f"{s} s: {int(alone.mask.sum())} real frames alone, {real[1]} when padded"
+        if padding_atol is not None:
+            torch.testing.assert_close(alone.frames[0][alone.mask[0]], out.frames[1][out.mask[1]], atol=padding_atol, rtol=1e-3)
+        shapes[s] = (t, real)
+    return shapes
+
+
+@torch.no_grad()
+def check_pooling(encoder:AudioEncoder, seconds:float=2.0)->None:
+    "Mean pooling and TAP over the encoder's frames: finite, (B, D) / (captions, clips), masked frames ignored."
+    encoder.eval()
+    n = int(seconds * encoder.sample_rate)
+    waves, lengths = torch.randn(2, n) * 0.1, torch.tensor([n, n // 2])
+    out = encoder(waves, lengths)
+    mean = masked_mean(out.frames, out.mask)
+    torch.testing.assert_close(mean[1], out.frames[1][out.mask[1]].mean(0))
+    tap = TextAwareAttentionPooling(encoder.out_dim, 64).eval()
+    text = torch.randn(3, encoder.out_dim)
+    scores = tap(text, out.frames, out.mask)
+    assert scores.shape == (3, 2) and torch.isfinite(scores).all()
+    garbage = out.frames.clone(); garbage[~out.mask] = 1e3  # what sits in padded frames must not matter
+    torch.testing.assert_close(tap(text, garbage, out.mask), scores)
+
+
+def check_learns(tmp_path, **overrides)->list[float]:
+    "Two epochs of the tiny built-in run with `overrides` (the encoder's name, rate and size); the contrastive loss goes down."
+    from laretrieval.pipeline import run_training
+    from tiny import tiny_config
+    cfg = tiny_config(epochs=2, **overrides)
+    metrics = run_training(cfg, tmp_path / 'run', progress=False)
+    rows = [json.loads(line) for line in (tmp_path / 'run' / 'log.jsonl').read_text().splitlines()]
+    losses = [r['contrastive'] for r in rows if r.get('kind') == 'step']
+    first, last = sum(losses[:2]) / 2, sum(losses[-2:]) / 2
+    assert last < first, f"the loss did not go down: {losses}"
+    assert 0 <= metrics['test']['t2a']['mAP@10'] <= 1
+    return losses
