@@ -187,14 +187,20 @@ def load_cluster_labels(path:str|Path # a labels CSV written by `write_cluster_l
     return labels
 
 # %% ../nbs/09_clustering.ipynb #8bcd615e
-def plot_cluster_sizes(sizes:np.ndarray,          # captions per cluster
-                       path:str|Path|None=None    # save the figure here when given
+def plot_cluster_sizes(sizes:np.ndarray,                 # captions per cluster
+                       path:str|Path|None=None,          # save the figure here when given
+                       words:dict[int, list[str]]|None=None, # a cluster's characteristic words (`top_words`): its label
+                       n_words:int=3                     # words shown per cluster
                       )->Figure:
-    "Bar plot of the captions per cluster, largest first."
+    "Horizontal bars of the captions per cluster, largest on top, each cluster named by its id and its first words."
     order = np.argsort(-sizes, kind='stable')
-    fig = Figure(figsize=(max(4, 0.3 * len(sizes)), 3), layout='constrained')
+    names = [f"{c}: {', '.join((words or {}).get(c, [])[:n_words])}".rstrip(': ') for c in order]
+    fig = Figure(figsize=(6, max(2.5, 0.25 * len(sizes) + 1)), layout='constrained')
     ax = fig.subplots()
-    sns.barplot(x=[str(c) for c in order], y=sizes[order], color='tab:blue', ax=ax)
-    ax.set(xlabel='cluster', ylabel='captions', title=f'{len(sizes)} clusters, {int(sizes.sum())} captions')
+    sns.barplot(x=sizes[order], y=names, color='tab:blue', orient='h', ax=ax)
+    ax.axvline(sizes.sum() / len(sizes), color='grey', ls='--', lw=1, label='equal split')
+    ax.set(xlabel='captions in the cluster', ylabel='cluster: characteristic words (TF-IDF)' if words else 'cluster',
+           title=f'{len(sizes)} clusters, {int(sizes.sum())} captions')
+    ax.legend(loc='lower right', frameon=False)
     if path is not None: fig.savefig(path, dpi=120)
     return fig

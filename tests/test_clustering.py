@@ -127,5 +127,8 @@ def test_real_clotho_captions_into_20_clusters(shared_data, minilm, tmp_path):
     labels = load_cluster_labels(write_cluster_labels(clusters.table, tmp_path / 'clotho_clusters.csv'))
     assert len(labels) == len(set(zip(subset.file_name, subset.caption)))
     assert set(labels.values()) == set(range(20))
-    plot_cluster_sizes(sizes, tmp_path / 'sizes.png')
+    fig = plot_cluster_sizes(sizes, tmp_path / 'sizes.png', {c: row.top_words.split(', ') for c, row in summary.iterrows()})
     assert (tmp_path / 'sizes.png').stat().st_size > 1000
+    largest = int(np.argmax(sizes))  # the top bar is the largest cluster, named by its first three words
+    top_label = fig.axes[0].get_yticklabels()[0].get_text()
+    assert top_label == f"{largest}: {', '.join(summary.top_words[largest].split(', ')[:3])}"
