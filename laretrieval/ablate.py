@@ -19,8 +19,8 @@ from .experiment import DEFAULT_NOTEBOOK, run_experiment, load_metrics, metric_n
 __all__ = ['SLURM_OPTIONS', 'STATUS_WORDS', 'expand_grid', 'arm_of', 'run_id_of', 'grid_points', 'flatten_metrics', 'try_lock',
            'locked', 'claim_point', 'read_result', 'point_row', 'write_results', 'execute_point', 'run_point',
            'run_grid', 'summarize_arms', 'format_arms', 'worker_env', 'run_local', 'PointJob', 'submitit_parameters',
-           'sbatch_script', 'run_submitit', 'run_with_executor', 'batch_status', 'format_status', 'plot_arms',
-           'validation_curves', 'plot_validation_curves', 'per_query_by_arm', 'compare_arms']
+           'sbatch_script', 'run_submitit', 'run_with_executor', 'batch_status', 'format_status', 'metric_label',
+           'plot_arms', 'validation_curves', 'plot_validation_curves', 'per_query_by_arm', 'compare_arms']
 
 # %% ../nbs/13_ablate.ipynb #ee734278
 def expand_grid(grid:dict # field -> value, or list of values to vary
@@ -405,12 +405,24 @@ def format_status(table:pd.DataFrame, batch_dir:str|Path)->str:
     return '\n'.join(lines)
 
 # %% ../nbs/13_ablate.ipynb #02d6b33a
+def metric_label(column:str # 't2a_mAP@10', 'val_a2t_R@1', 'train_loss', ...
+                )->str:
+    "A metric column as an axis label: 'val_t2a_mAP@10' -> 'validation text→audio mAP@10'."
+    words = {'val': 'validation', 'test': 'test', 't2a': 'text→audio', 'a2t': 'audio→text', 'train': 'training'}
+    parts = column.split('_')
+    return ' '.join(words.get(p, p) for p in parts)
+
 def plot_arms(results:pd.DataFrame, metric:str='t2a_mAP@10', ax=None):
-    "Seaborn bar plot of `metric` per arm, error bars = std over seeds."
+    "`metric` per arm: a bar at the mean over seeds, ± std, and every seed's run as a labelled point."
     import seaborn as sns
     _require_columns(results.columns, [metric], 'the results table')
-    ax = sns.barplot(results[results['status'] == 'done'], x='arm', y=metric, errorbar='sd', ax=ax)
-    ax.set_title(f'{metric} (mean ± std over seeds)'); ax.tick_params(axis='x', rotation=20)
+    done = results[results['status'] == 'done'].assign(seed=lambda t: t['seed'].astype(str))
+    ax = sns.barplot(done, x='arm', y=metric, errorbar='sd', color='lightsteelblue', capsize=0.2, ax=ax)
+    sns.stripplot(done, x='arm', y=metric, hue='seed', dodge=False, jitter=0.15, size=6, edgecolor='black', linewidth=0.5,
+                  ax=ax)
+    ax.legend(title='seed', fontsize='small', title_fontsize='small', loc='lower right', frameon=False)
+    ax.set(xlabel='arm', ylabel=metric_label(metric), title=f'{metric_label(metric)}: mean ± std over seeds, seeds as points')
+    ax.tick_params(axis='x', rotation=20)
     return ax
 
 def validation_curves(results:pd.DataFrame, batch_dir:str|Path)->pd.DataFrame:
@@ -426,7 +438,8 @@ def plot_validation_curves(curves:pd.DataFrame, metric:str='val_t2a_mAP@10', ax=
     import seaborn as sns
     _require_columns(curves.columns, [metric], 'the validation curves')
     ax = sns.lineplot(curves, x='epoch', y=metric, hue='arm', errorbar='sd', marker='o', ax=ax)
-    ax.set_title(f'{metric} per epoch'); return ax
+    ax.set(xlabel='epoch', ylabel=metric_label(metric), title=f'{metric_label(metric)} per epoch (band: std over seeds)')
+    return ax
 
 # %% ../nbs/13_ablate.ipynb #9e2a92be
 def per_query_by_arm(results:pd.DataFrame, batch_dir:str|Path,

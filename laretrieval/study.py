@@ -14,12 +14,12 @@ import pandas as pd
 
 from .config import ExperimentConfig, load_settings
 from .ablate import grid_points, run_grid, read_result, summarize_arms, format_arms, compare_arms
-from .ablate import validation_curves, plot_validation_curves
+from .ablate import metric_label, validation_curves, plot_validation_curves
 from .experiment import metric_names
 
 # %% auto #0
 __all__ = ['study_batch_dir', 'study_grid', 'run_config', 'identical_finished_run', 'share_identical_runs', 'Study',
-           'compare_with_first', 'run_study', 'metric_label', 'plot_study', 'compare_systems']
+           'compare_with_first', 'run_study', 'plot_study', 'compare_systems']
 
 # %% ../nbs/13b_study.ipynb #703ab667
 def study_batch_dir(name:str,              # the study's name, e.g. 'loss'
@@ -126,13 +126,6 @@ def run_study(name:str,              # the study's name: its default batch folde
     return Study(name, out, results, summary, format_arms(summary), comparisons, shared)
 
 # %% ../nbs/13b_study.ipynb #b5fe0d8f
-_DIRECTIONS = {'t2a': 'text→audio', 'a2t': 'audio→text'}
-
-def metric_label(metric:str)->str:
-    "'t2a_mAP@10' -> 'text→audio mAP@10'."
-    direction, _, name = metric.partition('_')
-    return f'{_DIRECTIONS.get(direction, direction)} {name}'
-
 def plot_study(study:Study, metric:str='t2a_mAP@10', file:str='study.png'):
     "Seeds as points over each arm's mean ± sd, with the chance level; the validation curves beside; saved in the batch folder."
     import matplotlib.pyplot as plt, seaborn as sns
@@ -148,7 +141,6 @@ def plot_study(study:Study, metric:str='t2a_mAP@10', file:str='study.png'):
     ax.set_ylabel(f'test {metric_label(metric)}' + (f' (chance {chance:.4f})' if pd.notna(chance) and not line else ''))
     ax.set_xlabel('arm'); ax.set_title(f'{study.name}: a point per seed, mean ± sd'); ax.legend(title='seed', fontsize=8)
     if len(done): plot_validation_curves(validation_curves(done, study.batch_dir), f'val_{metric}', ax=curves)
-    curves.set_ylabel(f'validation {metric_label(metric)}')
     fig.tight_layout(); fig.savefig(study.batch_dir / file, dpi=100)
     return fig
 
