@@ -136,6 +136,44 @@ def test_official_weights_come_from_a_local_copy(tmp_path, monkeypatch):
     assert ATSTFrameEncoder.from_config(atst_config(audio_weights=''), weights=False)  # the caller loads weights: no file read
 
 
+# --- the transformer ------------------------------------------------------------------------------------------------
+
+def official_intermediate_layers(net:FrameAST, mel:torch.Tensor, n_frames:torch.Tensor, n:int)->torch.Tensor:
+    """audiossl's FrameAST.get_intermediate_layers(scene=False) written out op by op on `net`'s weights: einops' mel-major
+    patches, pos_embed rows 1..T, blocks with -10000 added to the scores of padded keys, norm_frame of the last `n` blocks."""
+    F = torch.nn.functional
+    b, m, w = mel.shape
+    t = w // 4
+    patches = torch.stack([torch.cat([mel[:, row, 4 * i:4 * i + 4] for row in range(m)], dim=1) for i in range(t)], dim=1)
+    x = F.linear(patches, net.patch_embed.patch_embed.weight, net.patch_embed.patch_embed.bias) + net.pos_embed[:, 1:t + 1]
+    patch_length = (n_frames - n_frames % 4) // 4
+    outputs = []
+    for i, blk in enumerate(net.blocks):
+        heads, c = blk.attn.heads, x.shape[-1]
+        add = -10000.0 * (torch.arange(t)[None] >= patch_length[:, None]).float()[:, None, None, :]
+        h = F.layer_norm(x, (c,), blk.norm1.weight, blk.norm1.bias, 1e-6)
+        q, k, v = F.linear(h, blk.attn.qkv.weight).reshape(b, t, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        attn = ((q @ k.transpose(-2, -1)) * (c // heads) ** -0.5 + add).softmax(-1)
+        x = x + F.linear((attn @ v).transpose(1, 2).reshape(b, t, c), blk.attn.proj.weight, blk.attn.proj.bias)
+        h = F.layer_norm(x, (c,), blk.norm2.weight, blk.norm2.bias, 1e-6)
+        x = x + F.linear(F.gelu(F.linear(h, blk.mlp.fc1.weight, blk.mlp.fc1.bias)), blk.mlp.fc2.weight, blk.mlp.fc2.bias)
+        if len(net.blocks) - i <= n: outputs.append(F.layer_norm(x, (c,), net.norm_frame.weight, net.norm_frame.bias, 1e-6))
+    return torch.cat(outputs, dim=-1)
+
+
+@pytest.mark.parametrize('layers', [1, 3])
+def test_frame_ast_is_the_official_computation(layers):
+    torch.manual_seed(0)
+    net = FrameAST(dim=48, depth=3, heads=4).eval()
+    for p in net.parameters(): p.data.normal_(0, 0.2)  # not the near-identity initial LayerNorms
+    mel, n_frames = torch.randn(2, 64, 43), torch.tensor([43, 22])
+    with torch.no_grad():
+        ours = net(mel, (n_frames - n_frames % 4) // 4, layers)
+        ref = official_intermediate_layers(net, mel, n_frames, layers)
+    assert ours.shape == (2, 10, 48 * layers)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
+
+
 # --- front end ------------------------------------------------------------------------------------------------------
 
 def reference_mel(wave:np.ndarray)->np.ndarray:
@@ -165,6 +203,14 @@ def test_front_end_matches_a_float64_reference(n):
     ref = reference_mel(wave)
     assert ours.shape == ref.shape == (64, n // 160 + 1)
     np.testing.assert_allclose(ours, ref, atol=1e-4)
+
+
+def test_front_end_stays_float32_under_mixed_precision():
+    waves = torch.randn(2, 16000) * 0.1
+    front = ATSTMelFrontEnd()
+    with torch.autocast('cpu', dtype=torch.bfloat16): mixed = front(waves.bfloat16())
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, front(waves.bfloat16().float()))
 
 
 def test_spec_augment_wraps_the_front_end(encoder):
