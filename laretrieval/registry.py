@@ -71,6 +71,7 @@ def __repr__(self:Registry): return f"Registry({self.kind!r}: {', '.join(self)})
 AUDIO_ENCODERS = Registry('audio encoder', {
     'cnn': 'laretrieval.encoders:CNNAudioEncoder',       # small log-mel CNN that trains on CPU
     'passt': 'laretrieval.encoders:PaSSTAudioEncoder',   # PaSST (hear21passt), 32 kHz
+    'atst_frame': 'laretrieval.atst:ATSTFrameEncoder',   # ATST-Frame base (audiossl), 16 kHz, 40 ms frames
 })
 TEXT_ENCODERS = Registry('text encoder', {
     'hf': 'laretrieval.encoders:TextEncoder',            # any `transformers` encoder: 'hf:<hub name or path>', or just the name
