@@ -199,7 +199,10 @@ def track_results(table:pd.DataFrame, points:list[tuple], batch_dir:Path)->pd.Da
     "Send the results table to the trackers the points' `logger` names (W&B, MLflow: a run named after the batch); return it."
     from laretrieval.trackers import log_results_table, tracker_names
     names = sorted({n for params, _, _ in points for n in tracker_names(params.get('logger', ExperimentConfig.logger))})
-    if names: log_results_table(table, names, batch_dir)
+    try:
+        if names: log_results_table(table, names, batch_dir)
+    except Exception as e:  # results.csv is the batch's record; a tracker that cannot be reached must not lose the table
+        tqdm.write(f"results table not sent to {', '.join(names)}: {type(e).__name__}: {e}", file=sys.stderr)
     return table
 
 # %% ../nbs/13_ablate.ipynb #13b09279

@@ -1,5 +1,5 @@
 "The `logger` parameter: a tiny run's step losses, validation and test metrics and config read back from CSV, MLflow, offline W&B (and TensorBoard when installed); the ablation table in MLflow and W&B; unknown names and missing packages."
-import importlib.util, json, sys
+import importlib.util, json, subprocess, sys
 
 import numpy as np
 import pandas as pd
@@ -7,7 +7,7 @@ import pytest
 
 from laretrieval.config import ExperimentConfig, TRACKERS
 from laretrieval.trackers import make_loggers, tracker_names
-from tiny import TINY, tiny_config
+from tiny import TINY, offline_env, set_args, tiny, tiny_config
 
 HAS_TENSORBOARD = importlib.util.find_spec('tensorboard') is not None
 
@@ -150,3 +150,23 @@ def test_a_failed_then_resumed_run_continues_its_tracker_runs(tmp_path, offline_
     logged = pd.concat([wandb_offline_history(p)[0] for p in offline]).dropna(subset=['train/total'])
     assert logged['_step'].tolist() == [r['step'] for r in steps]
     assert sorted(p.name for p in (run / 'csv').iterdir()) == ['version_0', 'version_1']  # a CSV file per start
+
+
+@pytest.mark.slow  # starts 2 DDP processes
+def test_under_ddp_only_process_0_logs(tmp_path, offline_trackers):
+    from mlflow.tracking import MlflowClient
+    from laretrieval.checkpoints import JsonlLog
+    from laretrieval.trackers import mlflow_tracking_uri
+    env = offline_env(LARETRIEVAL_CACHE_DIR=str(tmp_path / 'cache'), WANDB_MODE='offline', WANDB_SILENT='true')
+    args = set_args(tiny(devices=2, num_threads=1, logger='mlflow,wandb,csv'))
+    done = subprocess.run([sys.executable, '-m', 'laretrieval.cli', 'train', *args, '--output-dir', str(tmp_path / 'run'), '--quiet'],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = [r for r in JsonlLog(tmp_path / 'run' / 'log.jsonl').records() if r['kind'] == 'step']
+    client = MlflowClient(mlflow_tracking_uri(tmp_path))
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1 and runs[0].info.status == 'FINISHED'  # one tracker run, not one per process
+    history = client.get_metric_history(runs[0].info.run_id, 'train/total')
+    assert [m.step for m in history] == [r['step'] for r in steps] and len(steps) == 3
+    assert len(list((tmp_path / 'run' / 'wandb').glob('offline-run-*'))) == 1
+    assert [p.name for p in (tmp_path / 'run' / 'csv').iterdir()] == ['version_0']
