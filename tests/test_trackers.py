@@ -170,3 +170,17 @@ def test_under_ddp_only_process_0_logs(tmp_path, offline_trackers):
     assert [m.step for m in history] == [r['step'] for r in steps] and len(steps) == 3
     assert len(list((tmp_path / 'run' / 'wandb').glob('offline-run-*'))) == 1
     assert [p.name for p in (tmp_path / 'run' / 'csv').iterdir()] == ['version_0']
+
+
+@pytest.mark.slow  # runs the experiment notebook
+def test_the_experiment_notebook_sends_test_metrics_and_ends_the_tracker_runs(tmp_path, offline_trackers):
+    from mlflow.tracking import MlflowClient
+    from laretrieval.experiment import run_experiment
+    from laretrieval.trackers import mlflow_tracking_uri
+    run = run_experiment(tiny(logger='csv,mlflow', num_threads=1), run_id='notebook-run', runs_dir=tmp_path, progress=False)
+    metrics = json.loads((run / 'metrics.json').read_text())
+    csv = pd.read_csv(run / 'csv' / 'version_0' / 'metrics.csv')
+    assert csv['test/t2a_mAP@10'].dropna().item() == pytest.approx(metrics['test']['t2a']['mAP@10'], rel=1e-9)
+    found = MlflowClient(mlflow_tracking_uri(tmp_path)).get_run(json.loads((run / 'trackers.json').read_text())['mlflow'])
+    assert (found.info.run_name, found.info.status) == ('notebook-run', 'FINISHED')
+    assert found.data.metrics['test/a2t_mAP_at_10'] == pytest.approx(metrics['test']['a2t']['mAP@10'], rel=1e-9)
