@@ -18,9 +18,10 @@ from .experiment import DEFAULT_NOTEBOOK, run_experiment, load_metrics, metric_n
 # %% auto #0
 __all__ = ['SLURM_OPTIONS', 'STATUS_WORDS', 'expand_grid', 'arm_of', 'run_id_of', 'grid_points', 'flatten_metrics', 'try_lock',
            'locked', 'claim_point', 'read_result', 'point_row', 'write_results', 'execute_point', 'run_point',
-           'run_grid', 'summarize_arms', 'format_arms', 'worker_env', 'run_local', 'PointJob', 'submitit_parameters',
-           'sbatch_script', 'run_submitit', 'run_with_executor', 'batch_status', 'format_status', 'metric_label',
-           'plot_arms', 'validation_curves', 'plot_validation_curves', 'per_query_by_arm', 'compare_arms']
+           'run_grid', 'track_results', 'summarize_arms', 'format_arms', 'worker_env', 'run_local', 'PointJob',
+           'submitit_parameters', 'sbatch_script', 'run_submitit', 'run_with_executor', 'batch_status', 'format_status',
+           'metric_label', 'plot_arms', 'validation_curves', 'plot_validation_curves', 'per_query_by_arm',
+           'compare_arms']
 
 # %% ../nbs/13_ablate.ipynb #ee734278
 def expand_grid(grid:dict # field -> value, or list of values to vary
@@ -186,14 +187,24 @@ def run_grid(grid:dict,                      # see expand_grid
     executed = set()
     write_results(points, batch_dir, executed)
     unit = unit or ('train' if executor in ('slurm', 'submitit-local') else 'notebook')
-    if executor != 'sequential': return run_with_executor(points, batch_dir, notebook, executor, workers, slurm, wait, unit)
+    if executor != 'sequential': return track_results(run_with_executor(points, batch_dir, notebook, executor, workers, slurm, wait, unit), points, batch_dir)
     bar = tqdm(points, desc='runs', disable=not progress)
     for params, run_id, _ in bar:
         if run_point(params, run_id, batch_dir, notebook, unit) is None: continue
         executed.add(run_id)
         table = write_results(points, batch_dir, executed)
         bar.set_postfix(executed=len(executed), failed=int(((table['status'] == 'failed') & table['executed']).sum()))
-    return write_results(points, batch_dir, executed)
+    return track_results(write_results(points, batch_dir, executed), points, batch_dir)
+
+def track_results(table:pd.DataFrame, points:list[tuple], batch_dir:Path)->pd.DataFrame:
+    "Send the results table to the trackers the points' `logger` names (W&B, MLflow: a run named after the batch); return it."
+    from laretrieval.trackers import log_results_table, tracker_names
+    names = sorted({n for params, _, _ in points for n in tracker_names(params.get('logger', ExperimentConfig.logger))})
+    try:
+        if names: log_results_table(table, names, batch_dir)
+    except Exception as e:  # results.csv is the batch's record; a tracker that cannot be reached must not lose the table
+        tqdm.write(f"results table not sent to {', '.join(names)}: {type(e).__name__}: {e}", file=sys.stderr)
+    return table
 
 # %% ../nbs/13_ablate.ipynb #13b09279
 def _require_columns(columns, names, where:str):

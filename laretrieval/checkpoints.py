@@ -17,7 +17,7 @@ from .config import ExperimentConfig, atomic_write
 
 # %% auto #0
 __all__ = ['RESUME_IGNORES', 'atomic_save', 'load_checkpoint', 'remove_stale_temporaries', 'rng_state', 'set_rng_state',
-           'check_resumable', 'load_weights', 'JsonlLog', 'tensorboard_loggers']
+           'check_resumable', 'load_weights', 'JsonlLog']
 
 # %% ../nbs/11a_checkpoints.ipynb #8853d42b
 def atomic_save(obj, path:str|Path):
@@ -105,11 +105,3 @@ class JsonlLog:
             except json.JSONDecodeError: continue  # a line cut off by a kill
             if record['step'] <= step: keep.append(line)
         with atomic_write(self.path) as f: f.write(''.join(l + '\n' for l in keep))
-
-def tensorboard_loggers(output_dir:Path|None)->list:
-    "Fabric's TensorBoard logger when `tensorboard` is installed (and there is a run folder); else none."
-    if output_dir is None: return []
-    try: import tensorboard  # noqa: F401  (an optional dependency)
-    except ImportError: return []
-    from lightning_fabric.loggers import TensorBoardLogger
-    return [TensorBoardLogger(str(output_dir), name='tensorboard', version='')]

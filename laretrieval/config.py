@@ -17,9 +17,10 @@ from .registry import AUDIO_ENCODERS, CONTRASTIVE_LOSSES, CORPORA
 
 # %% auto #0
 __all__ = ['SETTINGS_DEFAULTS', 'POSITIVE', 'NON_NEGATIVE', 'RATE', 'PROBABILITY', 'DROPOUT', 'SEED', 'FIELD_RANGES',
-           'FIELD_CHOICES', 'find_settings_file', 'Settings', 'load_settings', 'as_switch', 'Range', 'check_allowed',
-           'DataFields', 'ModelFields', 'OptimFields', 'StageFields', 'EvalFields', 'RunFields', 'ExperimentConfig',
-           'check_type', 'params_from_namespace', 'seed_everything', 'resolve_device', 'atomic_write']
+           'FIELD_CHOICES', 'TRACKERS', 'find_settings_file', 'Settings', 'load_settings', 'as_switch', 'Range',
+           'check_allowed', 'DataFields', 'ModelFields', 'OptimFields', 'StageFields', 'EvalFields', 'RunFields',
+           'ExperimentConfig', 'check_type', 'params_from_namespace', 'seed_everything', 'resolve_device',
+           'atomic_write']
 
 # %% ../nbs/00_config.ipynb #fde8aebe
 SETTINGS_DEFAULTS = dict(data_root='~/data', runs_dir='runs', cache_dir='~/.cache/laretrieval', audio_cache='on', device='auto',
@@ -119,6 +120,7 @@ FIELD_RANGES = dict(
 FIELD_CHOICES = dict(dataset=CORPORA, audio_encoder=AUDIO_ENCODERS, loss=CONTRASTIVE_LOSSES,  # the registries: one line adds a choice
                      positives=('clip', 'caption'), train_items=('clip', 'caption'), text_pooling=('mean', 'first'),
                      pooling=('mean', 'tap'), precision=('32-true', 'bf16-mixed', '16-mixed'))
+TRACKERS = ('jsonl', 'tensorboard', 'csv', 'wandb', 'mlflow')  # what `logger` may name (laretrieval.trackers)
 
 def check_allowed(name:str,           # the field
                   value,              # its value, of the field's type
@@ -242,7 +244,7 @@ class ExperimentConfig(RunFields, EvalFields, StageFields, OptimFields, ModelFie
         return cls(**params)
 
     def __post_init__(self):
-        "Check every field's type and allowed values, the device string, and the reported ks against val_metric."
+        "Check every field's type and allowed values, the device string, the trackers, and the reported ks against val_metric."
         hints = typing.get_type_hints(type(self))
         for f in fields(self):
             check_type(f.name, getattr(self, f.name), hints[f.name]); check_allowed(f.name, getattr(self, f.name), hints[f.name])
@@ -254,6 +256,9 @@ class ExperimentConfig(RunFields, EvalFields, StageFields, OptimFields, ModelFie
             ks = getattr(self, name)
             if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
                 raise ValueError(f"parameter {name!r} must be a non-empty list of positive integers, got {ks!r}")
+        unknown = [n for n in self.logger.split(',') if n.strip() and n.strip() not in TRACKERS]
+        if unknown: raise ValueError(f"parameter 'logger' is {self.logger!r}: unknown tracker(s) {', '.join(map(repr, unknown))}; "
+                                     f"it must be a comma-separated list of {', '.join(TRACKERS)}")
         if self.val_metric not in self.metric_names():
             raise ValueError(f"parameter 'val_metric' is {self.val_metric!r}; with map_ks={self.map_ks} and "
                              f"recall_ks={self.recall_ks} it must be one of {self.metric_names()}")

@@ -7,7 +7,7 @@ Docs: https://laretrieval.github.io/laretrieval/pipeline.html.md"""
 
 # %% ../nbs/11b_pipeline.ipynb #15b4f574
 from __future__ import annotations
-import json
+import json, shutil
 from pathlib import Path
 
 import pandas as pd
@@ -22,9 +22,10 @@ from .losses import positive_mask
 from .metrics import evaluate_retrieval, retrieval_metrics
 from .model import DualEncoder
 from .train import TrainResult, make_fabric, train
+from .trackers import close_loggers, log_test_metrics
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'DATA_FIELDS', 'test_and_save', 'claim_run_folder', 'check_audio', 'run_training',
+__all__ = ['RUN_FILES', 'TRACKER_FOLDERS', 'DATA_FIELDS', 'test_and_save', 'claim_run_folder', 'check_audio', 'run_training',
            'cluster_training_captions', 'score_members', 'compare_with_members', 'ensemble_runs', 'ensemble_table']
 
 # %% ../nbs/11b_pipeline.ipynb #412b1e27
@@ -33,7 +34,7 @@ def test_and_save(model:DualEncoder, result:TrainResult, test_set:AudioCaptionDa
                   queries:Queries|None=None, # test queries (default: the split's captions, by cfg.positives)
                   notes:list[str]=(),        # what the data build added or skipped, kept in metrics.json
                  )->dict:
-    "Evaluate the best weights on the test split and write checkpoint.pt, metrics.json, history.csv, per_query_t2a.csv."
+    "Evaluate the best weights on the test split, write checkpoint.pt, metrics.json, history.csv, per_query_t2a.csv, and end the run's trackers."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     model.load_state_dict(result.best_state)
     queries = queries if queries is not None else caption_queries(test_set, cfg.positives)
@@ -46,12 +47,14 @@ def test_and_save(model:DualEncoder, result:TrainResult, test_set:AudioCaptionDa
     metrics = dict(test=ev.metrics, best_epoch=result.best_epoch, val_metric=cfg.val_metric, relevance=queries.source,
                    n_test_clips=len(test_set.clips), n_test_captions=len(queries.texts), data_notes=list(notes))
     with atomic_write(out / 'metrics.json') as f: f.write(json.dumps(metrics, indent=2))
+    log_test_metrics(out, ev.metrics)  # to the trackers training left open for this folder, which it then closes
     if not keep_training_checkpoints:  # checkpoint.pt holds the best weights; the optimizer state is no longer needed
         for name in ('last.ckpt', 'best.ckpt'): (out / name).unlink(missing_ok=True)
     return metrics
 
 # %% ../nbs/11b_pipeline.ipynb #56af1eb3
-RUN_FILES = ('last.ckpt', 'best.ckpt', 'log.jsonl', 'history.csv', 'per_query_t2a.csv', 'checkpoint.pt', 'metrics.json', 'config.json')
+RUN_FILES = ('last.ckpt', 'best.ckpt', 'log.jsonl', 'history.csv', 'per_query_t2a.csv', 'checkpoint.pt', 'metrics.json', 'config.json', 'trackers.json')
+TRACKER_FOLDERS = ('tensorboard', 'csv', 'wandb')  # what the trackers write into a run folder (laretrieval.trackers)
 
 def claim_run_folder(out:Path, resume:bool=False, overwrite:bool=False):
     "Refuse a folder holding a finished or unfinished run unless resuming it, or (overwrite) delete that run's files."
@@ -63,7 +66,7 @@ def claim_run_folder(out:Path, resume:bool=False, overwrite:bool=False):
         raise FileExistsError(f"{out} holds an unfinished run ({', '.join(unfinished)}): continue it with --resume, or start over with --overwrite")
     if overwrite:
         for name in RUN_FILES: (out / name).unlink(missing_ok=True)
-        if (out / 'tensorboard').is_dir(): import shutil; shutil.rmtree(out / 'tensorboard')
+        for name in TRACKER_FOLDERS: shutil.rmtree(out / name, ignore_errors=True)
 
 def check_audio(splits:Splits, settings:Settings, progress:bool=True):
     "Decode every clip of every split once (filling the audio cache), so that a bad file stops the run before training, named."
@@ -84,22 +87,26 @@ def run_training(cfg:ExperimentConfig, output_dir:str|Path, resume:bool=False, p
     threads = cfg.num_threads or settings.num_threads
     if threads: torch.set_num_threads(threads)
     fabric = make_fabric(cfg, cfg.device or settings.device, out)
-    fabric.launch()
-    if fabric.global_rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / 'config.json').write_text(json.dumps(cfg.to_dict(), indent=2))
-    seed_everything(cfg.seed)
-    splits = build_datasets(cfg, settings)
-    if fabric.global_rank == 0:
-        print('\n'.join(splits.notes))  # also under --quiet: they say what the run trains and is evaluated on
-        check_audio(splits, settings, progress)
-    fabric.barrier()
-    run = build_training(cfg, settings, splits=splits, resume=resume)
-    result = train(run.model, run.loss, splits.train, splits.val, cfg, progress=progress, output_dir=out, resume=resume,
-                   fabric=fabric, val_queries=splits.val_queries)
-    metrics = test_and_save(run.model, result, splits.test, cfg, out, fabric.device, queries=splits.test_queries, notes=splits.notes) if fabric.global_rank == 0 else None
-    fabric.barrier()
-    return metrics
+    status = 'failed'
+    try:
+        fabric.launch()
+        if fabric.global_rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / 'config.json').write_text(json.dumps(cfg.to_dict(), indent=2))
+        seed_everything(cfg.seed)
+        splits = build_datasets(cfg, settings)
+        if fabric.global_rank == 0:
+            print('\n'.join(splits.notes))  # also under --quiet: they say what the run trains and is evaluated on
+            check_audio(splits, settings, progress)
+        fabric.barrier()
+        run = build_training(cfg, settings, splits=splits, resume=resume)
+        result = train(run.model, run.loss, splits.train, splits.val, cfg, progress=progress, output_dir=out, resume=resume,
+                       fabric=fabric, val_queries=splits.val_queries)
+        metrics = test_and_save(run.model, result, splits.test, cfg, out, fabric.device, queries=splits.test_queries, notes=splits.notes) if fabric.global_rank == 0 else None
+        fabric.barrier()
+        status = 'success'
+        return metrics
+    finally: close_loggers(out, status)  # the trackers end (flushed) on success and on error alike
 
 # %% ../nbs/11b_pipeline.ipynb #b6a6b4fe
 def cluster_training_captions(cfg:ExperimentConfig, n_clusters:int, # k of k-means

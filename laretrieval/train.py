@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from .checkpoints import (JsonlLog, atomic_save, check_resumable, load_checkpoint, remove_stale_temporaries,
-                                     rng_state, set_rng_state, tensorboard_loggers)
+                                     rng_state, set_rng_state)
 from .config import ExperimentConfig, resolve_device
 from .datasets import AudioCaptionDataset, collate
 from .distributed import gather_audio, gather_objects, gather_tensor
@@ -28,6 +28,7 @@ from .evaluate import Queries, caption_queries, evaluate_split
 from .losses import positive_mask
 from .model import AudioEmbedding, DualEncoder
 from .objectives import CombinedLoss, ScoredBatch
+from .trackers import close_loggers, make_loggers, start_tracking
 
 # %% auto #0
 __all__ = ['warmup_cosine', 'EpochBatches', 'TrainingStep', 'reached_leaves', 'unreachable_parameters', 'check_reach',
@@ -122,7 +123,7 @@ def make_fabric(cfg:ExperimentConfig, device:str|torch.device|None=None, output_
     else: devices = cfg.devices
     return Fabric(accelerator='cuda' if device.type == 'cuda' else 'cpu', devices=devices,
                   strategy='ddp' if cfg.devices > 1 else 'auto', precision=cfg.precision,
-                  loggers=tensorboard_loggers(Path(output_dir) if output_dir else None))
+                  loggers=make_loggers(cfg, output_dir))  # the trackers `cfg.logger` names (laretrieval.trackers)
 
 def param_groups(model:DualEncoder, loss:CombinedLoss, cfg:ExperimentConfig)->list[dict]:
     "AdamW groups: audio, text and heads from the model, then each loss term's own (e.g. sigmoid t and b, cluster heads)."
@@ -305,4 +306,10 @@ def train(model:DualEncoder, loss:CombinedLoss, # built by `laretrieval.build` (
     "Train `model` on `loss` for `cfg.epochs` on Fabric, validating each epoch; returns the history and the best weights."
     if resume and output_dir is None: raise ValueError("resume=True needs the output_dir holding last.ckpt")
     if fabric is None: fabric = make_fabric(cfg, device, output_dir); fabric.launch()
-    return Trainer(model, loss, train_set, val_set, cfg, fabric, output_dir, progress, val_queries).fit(resume)
+    start_tracking(fabric.loggers, cfg, output_dir, resume)
+    try: result = Trainer(model, loss, train_set, val_set, cfg, fabric, output_dir, progress, val_queries).fit(resume)
+    except BaseException:
+        if output_dir is not None: close_loggers(output_dir, 'failed')
+        raise
+    for logger in fabric.loggers: logger.save()  # flushed; they stay open for the test metrics (trackers.log_test_metrics)
+    return result
