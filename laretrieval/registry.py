@@ -71,6 +71,7 @@ def __repr__(self:Registry): return f"Registry({self.kind!r}: {', '.join(self)})
 AUDIO_ENCODERS = Registry('audio encoder', {
     'cnn': 'laretrieval.encoders:CNNAudioEncoder',       # small log-mel CNN that trains on CPU
     'passt': 'laretrieval.encoders:PaSSTAudioEncoder',   # PaSST (hear21passt), 32 kHz
+    'beats': 'laretrieval.beats:BEATsAudioEncoder',      # BEATs iter3+ (Chen et al. 2023), 16 kHz Kaldi fbank
 })
 TEXT_ENCODERS = Registry('text encoder', {
     'hf': 'laretrieval.encoders:TextEncoder',            # any `transformers` encoder: 'hf:<hub name or path>', or just the name
