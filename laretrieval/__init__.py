@@ -2,6 +2,7 @@
 
 Modules:
 
+- `laretrieval.beats`: The BEATs audio encoder (Chen et al. 2023) written from the official code's structure: Kaldi fbank front end, 16×16 patches, a deep-norm transformer with convolutional and gated relative positions, official checkpoints loaded strictly, time-step frames for text-aware pooling.
 - `laretrieval.cli`: `laretrieval experiment --set key=value ...` runs one experiment notebook and prints its results table; `laretrieval ablate grid.yaml --batch-dir DIR` runs a grid and prints mean ± std per arm; `laretrieval train --params stage.yaml --output-dir DIR [--resume | --overwrite]` trains as a script (Fabric: one or several processes); `laretrieval predict RUN --audio-dir DIR --queries CSV --output sub.csv [-k 16] [--relevance FILE]` writes the DCASE ranking file.
 - `laretrieval.pipeline`: A config trained and tested into a run folder (`laretrieval train`: the script form of the experiment notebook, launched by Fabric on several processes, resumable), caption clusters for stage 3, and ensembles of finished runs.
 - `laretrieval.train`: The training loop on Lightning Fabric (CPU, one GPU, DDP): the global batch's loss, mixed precision, gradient accumulation, AdamW with per-module learning rates, warm-up + cosine, gradient clipping, validation at every requested k each epoch (the checkpoint chosen by `val_metric`), and exact resume."""
