@@ -193,6 +193,17 @@ def test_gradient_decays_by_the_configured_ratio_per_layer():
     torch.testing.assert_close(decayed.net.encoder.layers[1].fc2.weight.grad, plain.net.encoder.layers[1].fc2.weight.grad)
 
 
+def test_specaugment_wraps_the_fbank_front_end():
+    from laretrieval.augment import AugmentConfig, SpecAugment
+    enc = BEATsAudioEncoder(blocks=1)
+    enc.augment_frontend(lambda fbank: SpecAugment(fbank, AugmentConfig(specaug_p=1.0), torch.Generator().manual_seed(0)))
+    enc.train()
+    spec = enc.frontend(torch.randn(2, 16000) * 0.1)
+    assert spec.shape == (2, 128, 98) and (spec == 0).any()  # (B, n_mels, frames), masked cells at mask_value
+    out = enc(torch.randn(2, 16000) * 0.1, torch.tensor([16000, 8000]))
+    assert out.mask.sum(1).tolist() == [7, 3]
+
+
 @pytest.fixture(scope='module')
 def small_beats():
     torch.manual_seed(0)
