@@ -72,6 +72,7 @@ AUDIO_ENCODERS = Registry('audio encoder', {
     'cnn': 'laretrieval.encoders:CNNAudioEncoder',       # small log-mel CNN that trains on CPU
     'passt': 'laretrieval.encoders:PaSSTAudioEncoder',   # PaSST (hear21passt), 32 kHz
     'atst_frame': 'laretrieval.atst:ATSTFrameEncoder',   # ATST-Frame base (audiossl), 16 kHz, 40 ms frames
+    'beats': 'laretrieval.beats:BEATsAudioEncoder',      # BEATs iter3+ (Chen et al. 2023), 16 kHz Kaldi fbank
 })
 TEXT_ENCODERS = Registry('text encoder', {
     'hf': 'laretrieval.encoders:TextEncoder',            # any `transformers` encoder: 'hf:<hub name or path>', or just the name
