@@ -71,6 +71,8 @@ def __repr__(self:Registry): return f"Registry({self.kind!r}: {', '.join(self)})
 AUDIO_ENCODERS = Registry('audio encoder', {
     'cnn': 'laretrieval.encoders:CNNAudioEncoder',       # small log-mel CNN that trains on CPU
     'passt': 'laretrieval.encoders:PaSSTAudioEncoder',   # PaSST (hear21passt), 32 kHz
+    'panns_cnn14': 'laretrieval.panns:Cnn14Encoder',     # PANNs CNN14 (AudioSet, official checkpoint), 32 kHz
+    'panns_resnet38': 'laretrieval.panns:ResNet38Encoder', # PANNs ResNet38 (AudioSet, official checkpoint), 32 kHz
 })
 TEXT_ENCODERS = Registry('text encoder', {
     'hf': 'laretrieval.encoders:TextEncoder',            # any `transformers` encoder: 'hf:<hub name or path>', or just the name
