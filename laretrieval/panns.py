@@ -6,7 +6,6 @@ Docs: https://laretrieval.github.io/laretrieval/panns.html.md"""
 
 # %% ../nbs/04b_panns.ipynb #6dde9857
 from __future__ import annotations
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -86,9 +85,11 @@ class PANNsFrontEnd(nn.Module):
         "Frames for `n_samples` samples (int or tensor): centred STFT, one frame per hop plus one."
         return n_samples // self.hop_length + 1
 
-    def forward(self, waves:torch.Tensor)->torch.Tensor:
+    def forward(self, waves:torch.Tensor, lengths:torch.Tensor|None=None)->torch.Tensor: # lengths: unused (SpecAugment's signature)
         spectrogram, logmel, bn0 = self._parts
-        mel = logmel(spectrogram(waves))            # (B, n_mels, frames)
+        # float32 even under AMP: a loud clip's STFT power (up to ~(1024/2)^2 per bin) overflows float16
+        dtype = logmel.melW.dtype  # float32 unless the whole model was cast
+        with torch.autocast(waves.device.type, enabled=False): mel = logmel(spectrogram(waves.to(dtype)))  # (B, n_mels, frames)
         return bn0(mel.unsqueeze(-1)).squeeze(-1)   # bn0 normalises each mel bin, as on the official (B, n_mels, T, 1) view
 
 # %% ../nbs/04b_panns.ipynb #5d5ab653
@@ -185,7 +186,8 @@ class PANNsEncoder(AudioEncoder):
     def forward(self, waveforms:torch.Tensor, lengths:torch.Tensor)->AudioFeatures:
         shortest = (self.downsample - 1) * self.frontend.hop_length  # gives `downsample` STFT frames: one output frame
         if waveforms.shape[1] < shortest: waveforms = F.pad(waveforms, (0, shortest - waveforms.shape[1]))
-        x = self.frontend(waveforms).transpose(1, 2).unsqueeze(1)  # (B, 1, T, n_mels): time x frequency image
+        # the lengths let a SpecAugment wrapper keep its time masks on real frames
+        x = self.frontend(waveforms, lengths).transpose(1, 2).unsqueeze(1)  # (B, 1, T, n_mels): time x frequency image
         for i in range(self.n_stages): x = self.stage(i, x)
         frames = x.mean(3).transpose(1, 2)  # average the frequency rows: (B, T, C)
         real = self.frame_counts(lengths.to(frames.device)).clamp(1, frames.shape[1])
@@ -243,10 +245,11 @@ def read_panns_checkpoint(path:str|Path)->dict[str, torch.Tensor]:
     "The state dict in a PANNs checkpoint (its 'model' entry, or the file itself when it is a bare state dict), read without running code."
     path = Path(path)
     try: content = load_checkpoint(path)
-    except ValueError:
+    except ValueError as refused:
         # a training checkpoint's sampler state holds numpy arrays: allow numpy's array globals (data, not code) and only those
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        if not unsafe or not all(name.startswith('numpy') for name in unsafe): raise
+        try: unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception: raise refused from None
+        if not unsafe or not all(name.startswith('numpy') for name in unsafe): raise refused from None
         allowed = [getattr(__import__(name.rsplit('.', 1)[0], fromlist=['_']), name.rsplit('.', 1)[1]) for name in unsafe]
         allowed += [getattr(np.dtypes, name) for name in np.dtypes.__all__]  # the arrays' dtype classes (not listed by the scan)
         with torch.serialization.safe_globals(allowed): content = torch.load(path, map_location='cpu', weights_only=True)

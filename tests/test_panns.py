@@ -212,3 +212,12 @@ def test_cli_trains_panns_end_to_end(tmp_path):
     metrics = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
     assert 0 <= metrics['test']['t2a']['mAP@10'] <= 1
     assert json.loads((tmp_path / 'run' / 'config.json').read_text())['audio_encoder'] == 'panns_resnet38'
+
+
+def test_front_end_stays_float32_under_mixed_precision():
+    "A full-scale sine's STFT power (~512^2 per bin) overflows float16: the front end computes in float32 under autocast."
+    encoder = Cnn14Encoder(blocks=1).eval()
+    loud = torch.sin(torch.arange(32000) * 2 * torch.pi * 1000 / 32000)[None]
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.float16):
+        mels = encoder.frontend(loud)
+    assert mels.dtype == torch.float32 and torch.isfinite(mels).all()
