@@ -66,7 +66,7 @@ def test_the_rate_must_be_32k(name):
 
 
 def test_parameter_counts_are_the_papers():
-    "Without the 1,083,456 fixed STFT and mel values: CNN14 80,753,615 (the released file) and ResNet38 73.8 M."
+    "Without the 1,083,456 fixed STFT and mel values, the PANNs paper's Table XII to the unit: CNN14 80,753,615, ResNet38 73,783,247."
     fixed = 2 * 513 * 1024 + 513 * 64
     counts = {n: sum(p.numel() for p in cls().parameters()) - fixed for n, cls in NAMES.items()}
     assert counts == {'panns_cnn14': 80_753_615, 'panns_resnet38': 73_783_247}
@@ -221,3 +221,17 @@ def test_front_end_stays_float32_under_mixed_precision():
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.float16):
         mels = encoder.frontend(loud)
     assert mels.dtype == torch.float32 and torch.isfinite(mels).all()
+
+
+@pytest.mark.slow  # builds the text model and writes a model folder
+def test_a_model_folder_round_trip_keeps_every_panns_weight(tmp_path):
+    "save_pretrained / from_pretrained: the official-named front end, bn0 and head come back equal, no download (weights=False)."
+    from laretrieval.model import DualEncoder
+    cfg = ExperimentConfig(audio_encoder='panns_resnet38', sample_rate=32000, audio_blocks=2, audio_weights='none',
+                           embed_dim=16, text_trainable_layers=0)
+    model = DualEncoder.from_config(cfg)
+    with torch.no_grad(): model.audio_encoder.bn0.running_mean.add_(1.5)  # not the initial value
+    model.save_pretrained(tmp_path / 'folder', cfg)
+    loaded, _ = DualEncoder.from_pretrained(tmp_path / 'folder')
+    saved, back = model.state_dict(), loaded.state_dict()
+    assert set(saved) == set(back) and all(torch.equal(saved[k], back[k]) for k in saved)
