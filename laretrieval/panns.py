@@ -141,7 +141,7 @@ class PANNsEncoder(AudioEncoder):
     stage_channels:tuple[int, ...] = ()  # output channels of each stage
     stage_pools:tuple[int, ...] = ()     # time (and frequency) pooling of each stage
     official_url:str = ''                # the released checkpoint (Zenodo record 3987831)
-    official_sha256:str|None = None      # no source states it; Zenodo lists MD5s only
+    official_sha256:str|None = None      # no source states it (Zenodo publishes MD5s only)
     name:str = ''                        # its name in the AUDIO_ENCODERS registry
 
     def __init__(self, blocks:int=0): # keep only the first `blocks` stages (0: all)
