@@ -65,6 +65,7 @@ def test_the_rate_must_be_32k(name):
         AUDIO_ENCODERS.get(name).from_config(ExperimentConfig(audio_encoder=name, sample_rate=16000, audio_weights='none'))
 
 
+@pytest.mark.slow  # builds both full-size networks
 def test_parameter_counts_are_the_papers():
     "Without the 1,083,456 fixed STFT and mel values, the PANNs paper's Table XII to the unit: CNN14 80,753,615, ResNet38 73,783,247."
     fixed = 2 * 513 * 1024 + 513 * 64
