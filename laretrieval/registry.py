@@ -73,6 +73,8 @@ AUDIO_ENCODERS = Registry('audio encoder', {
     'passt': 'laretrieval.encoders:PaSSTAudioEncoder',   # PaSST (hear21passt), 32 kHz
     'atst_frame': 'laretrieval.atst:ATSTFrameEncoder',   # ATST-Frame base (audiossl), 16 kHz, 40 ms frames
     'beats': 'laretrieval.beats:BEATsAudioEncoder',      # BEATs iter3+ (Chen et al. 2023), 16 kHz Kaldi fbank
+    'panns_cnn14': 'laretrieval.panns:Cnn14Encoder',     # PANNs CNN14 (AudioSet, official checkpoint), 32 kHz
+    'panns_resnet38': 'laretrieval.panns:ResNet38Encoder', # PANNs ResNet38 (AudioSet, official checkpoint), 32 kHz
 })
 TEXT_ENCODERS = Registry('text encoder', {
     'hf': 'laretrieval.encoders:TextEncoder',            # any `transformers` encoder: 'hf:<hub name or path>', or just the name
