@@ -17,10 +17,10 @@ from .registry import AUDIO_ENCODERS, CONTRASTIVE_LOSSES, CORPORA
 
 # %% auto #0
 __all__ = ['SETTINGS_DEFAULTS', 'POSITIVE', 'NON_NEGATIVE', 'RATE', 'PROBABILITY', 'DROPOUT', 'SEED', 'FIELD_RANGES',
-           'FIELD_CHOICES', 'TRACKERS', 'find_settings_file', 'Settings', 'load_settings', 'as_switch', 'Range',
-           'check_allowed', 'DataFields', 'ModelFields', 'OptimFields', 'StageFields', 'EvalFields', 'RunFields',
-           'ExperimentConfig', 'check_type', 'params_from_namespace', 'seed_everything', 'resolve_device',
-           'atomic_write']
+           'FIELD_CHOICES', 'TRACKERS', 'KERNEL_PINS', 'find_settings_file', 'Settings', 'load_settings', 'as_switch',
+           'Range', 'check_allowed', 'DataFields', 'ModelFields', 'OptimFields', 'StageFields', 'EvalFields',
+           'RunFields', 'ExperimentConfig', 'check_type', 'params_from_namespace', 'seed_everything', 'resolve_device',
+           'numeric_environment', 'atomic_write']
 
 # %% ../nbs/00_config.ipynb #fde8aebe
 SETTINGS_DEFAULTS = dict(data_root='~/data', runs_dir='runs', cache_dir='~/.cache/laretrieval', audio_cache='on', device='auto',
@@ -304,6 +304,20 @@ def resolve_device(name:str='auto' # 'auto', 'cpu', 'cuda', 'cuda:N'
     device = torch.device(name)
     if device.type == 'cuda' and not torch.cuda.is_available(): raise RuntimeError(f"device {name!r} requested but CUDA is not available")
     return device
+
+# %% ../nbs/00_config.ipynb #7f830346
+KERNEL_PINS = ('ATEN_CPU_CAPABILITY', 'ONEDNN_MAX_CPU_ISA', 'MKL_CBWR')  # environment variables that fix the CPU kernels chosen
+
+def numeric_environment()->dict:
+    "What a run's float results depend on besides its config and seed: versions, CPU kernels, threads, GPU."
+    import platform, numpy, transformers
+    env = dict(python=platform.python_version(), torch=torch.__version__, numpy=numpy.__version__,
+               transformers=transformers.__version__, cpu_capability=torch.backends.cpu.get_cpu_capability(),
+               threads=torch.get_num_threads(), kernel_pins={k: os.environ.get(k, '') for k in KERNEL_PINS},
+               deterministic=torch.are_deterministic_algorithms_enabled())
+    if torch.cuda.is_available():
+        env.update(gpu=torch.cuda.get_device_name(), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+    return env
 
 # %% ../nbs/00_config.ipynb #2729ceb7
 @contextlib.contextmanager

@@ -14,7 +14,8 @@ import pandas as pd
 import torch
 
 from .build import Splits, build_datasets, build_training
-from .config import ExperimentConfig, Settings, atomic_write, load_settings, resolve_device, seed_everything
+from .config import (ExperimentConfig, Settings, atomic_write, load_settings, numeric_environment, resolve_device,
+                                seed_everything)
 from .datasets import AudioCaptionDataset
 from .evaluate import Queries, caption_queries, evaluate_split
 from .hub import load_run
@@ -45,7 +46,8 @@ def test_and_save(model:DualEncoder, result:TrainResult, test_set:AudioCaptionDa
     with atomic_write(out / 'checkpoint.pt', 'wb') as f:
         torch.save(dict(state_dict=result.best_state, config=cfg.to_dict(), epoch=result.best_epoch), f)
     metrics = dict(test=ev.metrics, best_epoch=result.best_epoch, val_metric=cfg.val_metric, relevance=queries.source,
-                   n_test_clips=len(test_set.clips), n_test_captions=len(queries.texts), data_notes=list(notes))
+                   n_test_clips=len(test_set.clips), n_test_captions=len(queries.texts), data_notes=list(notes),
+                   environment=numeric_environment())
     with atomic_write(out / 'metrics.json') as f: f.write(json.dumps(metrics, indent=2))
     log_test_metrics(out, ev.metrics)  # to the trackers training left open for this folder, which it then closes
     if not keep_training_checkpoints:  # checkpoint.pt holds the best weights; the optimizer state is no longer needed
