@@ -71,10 +71,13 @@ def __repr__(self:Registry): return f"Registry({self.kind!r}: {', '.join(self)})
 AUDIO_ENCODERS = Registry('audio encoder', {
     'cnn': 'laretrieval.encoders:CNNAudioEncoder',       # small log-mel CNN that trains on CPU
     'passt': 'laretrieval.encoders:PaSSTAudioEncoder',   # PaSST (hear21passt), 32 kHz
-})
+    'hf': 'laretrieval.hf_audio:HFAudioEncoder',         # any `transformers` audio model: 'hf:<hub name or folder>' (AST, CLAP audio, Whisper encoder, wav2vec 2 / HuBERT)
+    'clap': 'laretrieval.hf_audio:ClapAudioEncoder',     # CLAP's audio tower + projection: 'clap:<name>' (with text_encoder='clap:<name>')
+}, prefixed=('hf', 'clap'))
 TEXT_ENCODERS = Registry('text encoder', {
     'hf': 'laretrieval.encoders:TextEncoder',            # any `transformers` encoder: 'hf:<hub name or path>', or just the name
-}, prefixed=('hf',), default='hf')
+    'clap': 'laretrieval.hf_audio:ClapTextEncoder',      # CLAP's text tower + projection + logit scale: 'clap:<name>'
+}, prefixed=('hf', 'clap'), default='hf')
 CONTRASTIVE_LOSSES = Registry('loss', {
     'ntxent': 'laretrieval.losses:NTXentLoss',           # symmetric InfoNCE, multi-positive
     'sigmoid': 'laretrieval.losses:SigmoidLoss',         # SigLIP's pairwise sigmoid loss
