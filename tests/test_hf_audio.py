@@ -11,7 +11,7 @@ from encoder_contract import check_frames, check_learns, check_pooling
 from hf_tiny import save_tiny, tiny_model
 from laretrieval import cli
 from laretrieval.config import ExperimentConfig
-from laretrieval.hf_audio import ClapAudioEncoder, ClapTextEncoder, HFAudioEncoder, clap_config, clap_model_folder
+from laretrieval.hf_audio import ClapAudioEncoder, ClapTextEncoder, HFAudioEncoder, clap_config, clap_model_folder, repeat_pad
 from laretrieval.hub import load_model
 from laretrieval.model import DualEncoder
 from laretrieval.registry import AUDIO_ENCODERS, TEXT_ENCODERS
@@ -91,7 +91,8 @@ def test_same_as_the_extractor_and_model(folders, kind):
     if kind == 'clap':
         ref = enc.net(inputs['input_features'])
         torch.testing.assert_close(out.pooled, ref.pooler_output, atol=1e-4, rtol=1e-3)
-        torch.testing.assert_close(enc.frontend(wave, torch.tensor([n])), inputs['input_features'][:, 0], atol=2e-3, rtol=1e-4)
+        padded = repeat_pad(wave, torch.tensor([n]), enc.window)
+        torch.testing.assert_close(enc.frontend(padded).transpose(1, 2), inputs['input_features'][:, 0], atol=2e-3, rtol=1e-4)
     elif kind == 'whisper':
         torch.testing.assert_close(enc.frontend(wave), inputs['input_features'], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(out.frames, enc.net(inputs['input_features']).last_hidden_state, atol=1e-4, rtol=1e-3)
@@ -262,3 +263,19 @@ def test_cli_train_end_to_end(folders, tmp_path):
     assert (tmp_path / 'run' / 'metrics.json').is_file() and 't2a' in proc.stdout + (tmp_path / 'run' / 'metrics.json').read_text()
     model, cfg = load_model(tmp_path / 'run')
     assert cfg.audio_encoder == f"hf:{folders['wav2vec2']}" and isinstance(model.audio_encoder, HFAudioEncoder)
+
+
+@pytest.mark.parametrize('kind', ['clap', 'whisper'])
+def test_specaugment_wraps_the_log_mel(folders, kind):
+    "specaug_p: SpecAugment after Whisper's / CLAP's torch log-mel, masks in training mode only; AST has no torch front end."
+    from laretrieval.augment import AugmentConfig, SpecAugment
+    enc = build(folders[kind], kind)
+    enc.augment_frontend(lambda frontend: SpecAugment(frontend, AugmentConfig(specaug_p=1.0)))
+    n = enc.sample_rate
+    wave = torch.randn(1, n) * 0.1
+    with torch.no_grad():
+        plain = enc.eval()(wave, torch.tensor([n])).pooled
+        torch.testing.assert_close(enc(wave, torch.tensor([n])).pooled, plain)
+        assert not torch.allclose(enc.train()(wave, torch.tensor([n])).pooled, plain)
+    with pytest.raises(ValueError, match='no spectrogram front end'):
+        build(folders['ast'], 'ast').augment_frontend(lambda f: f)
