@@ -97,6 +97,8 @@ def test_same_as_the_extractor_and_model(folders, kind):
         torch.testing.assert_close(enc.frontend(wave), inputs['input_features'], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(out.frames, enc.net(inputs['input_features']).last_hidden_state, atol=1e-4, rtol=1e-3)
     elif kind == 'ast':
+        fbank = enc.frontend(wave).transpose(1, 2)[:, :int(enc.frontend.n_frames(torch.tensor(n)))]
+        torch.testing.assert_close(fbank, inputs['input_values'][:, :fbank.shape[1]], atol=1e-4, rtol=1e-4)
         ref = enc.net(inputs['input_values'])
         torch.testing.assert_close(out.pooled, ref.pooler_output)
         rows, steps = enc.grid
@@ -265,9 +267,9 @@ def test_cli_train_end_to_end(folders, tmp_path):
     assert cfg.audio_encoder == f"hf:{folders['wav2vec2']}" and isinstance(model.audio_encoder, HFAudioEncoder)
 
 
-@pytest.mark.parametrize('kind', ['clap', 'whisper'])
+@pytest.mark.parametrize('kind', ['ast', 'clap', 'whisper'])
 def test_specaugment_wraps_the_log_mel(folders, kind):
-    "specaug_p: SpecAugment after Whisper's / CLAP's torch log-mel, masks in training mode only; AST has no torch front end."
+    "specaug_p: SpecAugment after AST's / Whisper's / CLAP's torch log-mel, masks in training mode only; wav2vec 2 has none."
     from laretrieval.augment import AugmentConfig, SpecAugment
     enc = build(folders[kind], kind)
     enc.augment_frontend(lambda frontend: SpecAugment(frontend, AugmentConfig(specaug_p=1.0)))
@@ -278,4 +280,4 @@ def test_specaugment_wraps_the_log_mel(folders, kind):
         torch.testing.assert_close(enc(wave, torch.tensor([n])).pooled, plain)
         assert not torch.allclose(enc.train()(wave, torch.tensor([n])).pooled, plain)
     with pytest.raises(ValueError, match='no spectrogram front end'):
-        build(folders['ast'], 'ast').augment_frontend(lambda f: f)
+        build(folders['wav2vec2'], 'wav2vec2').augment_frontend(lambda f: f)
