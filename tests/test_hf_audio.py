@@ -281,3 +281,23 @@ def test_specaugment_wraps_the_log_mel(folders, kind):
         assert not torch.allclose(enc.train()(wave, torch.tensor([n])).pooled, plain)
     with pytest.raises(ValueError, match='no spectrogram front end'):
         build(folders['wav2vec2'], 'wav2vec2').augment_frontend(lambda f: f)
+
+
+@torch.no_grad()
+def test_fused_clap_matches_its_extractor(tmp_path):
+    "A fused CLAP (laion/clap-htsat-fused's layout): a clip within 10 s is 4 stacked copies of its mel, is_longer False, as the extractor makes it."
+    from hf_tiny import clap_config
+    from transformers import ClapFeatureExtractor
+    config = clap_config(); config.audio_config.enable_fusion = True
+    torch.manual_seed(0)
+    ClapModel(config).save_pretrained(tmp_path); ClapFeatureExtractor().save_pretrained(tmp_path)  # truncation 'fusion'
+    enc = build(tmp_path, 'clap').eval()
+    assert enc.fusion
+    n = 4 * 48000
+    wave = torch.randn(1, n) * 0.1
+    inputs = AutoFeatureExtractor.from_pretrained(tmp_path)([wave[0].numpy()], sampling_rate=48000, return_tensors='pt')
+    # the extractor flags one clip of an all-short batch as longer (LAION's training trick, so the fusion layers get
+    # gradients); the encoder never does: a window within 10 s has nothing to fuse
+    assert inputs['input_features'].shape[1] == 4 and inputs['is_longer'].all()
+    ref = enc.net(inputs['input_features'], is_longer=torch.zeros_like(inputs['is_longer']))
+    torch.testing.assert_close(enc(wave, torch.tensor([n])).pooled, ref.pooler_output, atol=1e-4, rtol=1e-3)
