@@ -114,7 +114,7 @@ def _add_run_commands(sub):
     show = sub.add_parser('show', help="print a finished run's metrics table")
     show.add_argument('run_dir', type=Path)
     exo = sub.add_parser('export', help='a finished run as a portable model folder (config.json, model.safetensors, tokenizer); no pickle')
-    exo.add_argument('run_dir', type=Path, help='a finished run folder (checkpoint.pt)')
+    exo.add_argument('run_dir', type=Path, help="a finished run folder (checkpoint.pt), or 'clap:<hub name or folder>' (CLAP as it is: a zero-shot model folder)")
     exo.add_argument('output_dir', type=Path, help='the model folder to write')
     exo.add_argument('--overwrite', action='store_true', help='replace an existing model folder')
     exo.add_argument('--push', metavar='REPO_ID', help='also upload it to the Hugging Face Hub (needs a token: huggingface-cli login)')
@@ -233,7 +233,10 @@ def _run_command(args)->int|None:
         return 0
     if args.command == 'export':
         from laretrieval.hub import export_run, push_to_hub
-        folder = export_run(args.run_dir, args.output_dir, overwrite=args.overwrite)
+        if str(args.run_dir).startswith('clap:'):  # a CLAP checkpoint, untrained: the zero-shot model folder
+            from laretrieval.hf_audio import clap_model_folder
+            folder = clap_model_folder(str(args.run_dir)[len('clap:'):], args.output_dir, overwrite=args.overwrite)
+        else: folder = export_run(args.run_dir, args.output_dir, overwrite=args.overwrite)
         print(f"wrote {folder} (load it with DualEncoder.from_pretrained)")
         if args.push: print(push_to_hub(folder, args.push))
         return 0

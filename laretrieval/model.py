@@ -50,12 +50,14 @@ class DualEncoder(nn.Module):
                  embed_dim:int=1024,            # shared space size
                  pooling:str='mean',            # 'mean' or 'tap'
                  tap_dim:int=2048,              # TAP attention size
-                 tap_dropout:float=0.05):       # TAP attention dropout
+                 tap_dropout:float=0.05,        # TAP attention dropout
+                 audio_proj:nn.Module|None=None, # the audio projection (None: a new `Projection`; CLAP: its own)
+                 text_proj:nn.Module|None=None): # the text projection (None: a new `Projection`; CLAP: its own)
         super().__init__()
         if pooling not in ('mean', 'tap'): raise ValueError(f"unknown pooling {pooling!r}; available: 'mean', 'tap'")
         self.audio_encoder, self.text_encoder, self.pooling = audio_encoder, text_encoder, pooling
-        self.audio_proj = Projection(audio_encoder.out_dim, embed_dim)
-        self.text_proj = Projection(text_encoder.out_dim, embed_dim)
+        self.audio_proj = audio_proj if audio_proj is not None else Projection(audio_encoder.out_dim, embed_dim)
+        self.text_proj = text_proj if text_proj is not None else Projection(text_encoder.out_dim, embed_dim)
         self.tap = TextAwareAttentionPooling(embed_dim, tap_dim, tap_dropout) if pooling == 'tap' else None
 
     def encode_audio(self, waveforms:torch.Tensor, lengths:torch.Tensor)->AudioEmbedding:
@@ -112,7 +114,9 @@ def from_config(cls:DualEncoder, cfg:ExperimentConfig,
     if audio.sample_rate != cfg.sample_rate:
         raise ValueError(f"audio_encoder={cfg.audio_encoder!r} reads {audio.sample_rate} Hz audio, but sample_rate={cfg.sample_rate}")
     text = TEXT_ENCODERS.get(cfg.text_encoder).from_config(cfg, text_from or TEXT_ENCODERS.split(cfg.text_encoder)[1], weights=weights)
-    return cls(audio, text, cfg.embed_dim, cfg.pooling, cfg.tap_dim, cfg.tap_dropout)
+    # an encoder that brings its checkpoint's projection (CLAP) hands it over: it trains with the heads, not the encoder
+    own = [enc.take_projection(cfg.embed_dim) if hasattr(enc, 'take_projection') else None for enc in (audio, text)]
+    return cls(audio, text, cfg.embed_dim, cfg.pooling, cfg.tap_dim, cfg.tap_dropout, *own)
 
 def build_model(cfg:ExperimentConfig, text_from:str|None=None)->DualEncoder:
     "`DualEncoder.from_config`: the dual encoder an experiment config describes."

@@ -75,10 +75,13 @@ AUDIO_ENCODERS = Registry('audio encoder', {
     'beats': 'laretrieval.beats:BEATsAudioEncoder',      # BEATs iter3+ (Chen et al. 2023), 16 kHz Kaldi fbank
     'panns_cnn14': 'laretrieval.panns:Cnn14Encoder',     # PANNs CNN14 (AudioSet, official checkpoint), 32 kHz
     'panns_resnet38': 'laretrieval.panns:ResNet38Encoder', # PANNs ResNet38 (AudioSet, official checkpoint), 32 kHz
-})
+    'hf': 'laretrieval.hf_audio:HFAudioEncoder',         # any `transformers` audio model: 'hf:<hub name or folder>' (AST, CLAP audio, Whisper encoder, wav2vec 2 / HuBERT)
+    'clap': 'laretrieval.hf_audio:ClapAudioEncoder',     # CLAP's audio tower + projection: 'clap:<name>' (with text_encoder='clap:<name>')
+}, prefixed=('hf', 'clap'))
 TEXT_ENCODERS = Registry('text encoder', {
     'hf': 'laretrieval.encoders:TextEncoder',            # any `transformers` encoder: 'hf:<hub name or path>', or just the name
-}, prefixed=('hf',), default='hf')
+    'clap': 'laretrieval.hf_audio:ClapTextEncoder',      # CLAP's text tower + projection + logit scale: 'clap:<name>'
+}, prefixed=('hf', 'clap'), default='hf')
 CONTRASTIVE_LOSSES = Registry('loss', {
     'ntxent': 'laretrieval.losses:NTXentLoss',           # symmetric InfoNCE, multi-positive
     'sigmoid': 'laretrieval.losses:SigmoidLoss',         # SigLIP's pairwise sigmoid loss
