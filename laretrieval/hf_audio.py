@@ -159,13 +159,19 @@ class HFAudioEncoder(AudioEncoder):
         self.family = audio_family(config)
         extractor = AutoFeatureExtractor.from_pretrained(path)
         super().__init__(extractor.sampling_rate)
-        self.name, self.extractor = path, extractor
+        self.name, self.extractor, self.hf_config = path, extractor, config
         getattr(self, f'_build_{self.family}')(config, weights, blocks)
 
+    def save_files(self, folder:str|Path):
+        "Write the model's config and feature extractor: what rebuilds it offline (a model folder's `audio_encoder/`)."
+        self.hf_config.save_pretrained(folder); self.extractor.save_pretrained(folder)
+
     @classmethod
-    def from_config(cls, cfg, name=None, weights=True):
+    def from_config(cls, cfg, name=None, weights=True,
+                    files:str|None=None): # a folder `save_files` wrote: config and feature extractor read there, not from `name`
         if not name: raise ValueError("audio_encoder 'hf' needs a model: 'hf:<hub name or folder>'")
-        encoder = cls(name, cls.weights_source(cfg, name, weights), cfg.audio_blocks)
+        encoder = cls(files or name, cls.weights_source(cfg, name, weights), cfg.audio_blocks)
+        encoder.name = name
         if cfg.sample_rate != encoder.sample_rate:
             raise ValueError(f"audio_encoder='hf:{name}' reads {encoder.sample_rate} Hz audio (its feature extractor's "
                              f"sampling_rate), but sample_rate={cfg.sample_rate}; set sample_rate={encoder.sample_rate}")
@@ -304,9 +310,9 @@ class ClapAudioEncoder(HFAudioEncoder):
     keep_projection = True
 
     @classmethod
-    def from_config(cls, cfg, name=None, weights=True):
+    def from_config(cls, cfg, name=None, weights=True, files=None):
         _check_clap_config(cfg, name)
-        encoder = super().from_config(cfg, name, weights)
+        encoder = super().from_config(cfg, name, weights, files)
         if encoder.family != 'clap': raise ValueError(f"audio_encoder='clap:{name}': {name} is a {encoder.family} model, not CLAP")
         return encoder
 

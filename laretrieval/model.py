@@ -107,10 +107,12 @@ def from_pretrained(cls:DualEncoder, folder:str, # a model folder
 @patch(cls_method=True)
 def from_config(cls:DualEncoder, cfg:ExperimentConfig,
                 text_from:str|None=None, # a folder of the text model's config and tokenizer only: random weights, nothing downloaded
+                audio_from:str|None=None, # a folder an audio encoder's `save_files` wrote (its config, feature extractor)
                )->DualEncoder:
     "The dual encoder a config describes, its encoders chosen by name in `laretrieval.registry` (with `text_from`: random weights)."
     weights = text_from is None
-    audio = AUDIO_ENCODERS.get(cfg.audio_encoder).from_config(cfg, AUDIO_ENCODERS.split(cfg.audio_encoder)[1], weights=weights)
+    files = dict(files=audio_from) if audio_from else {}  # only encoders that write files (save_files) take them back
+    audio = AUDIO_ENCODERS.get(cfg.audio_encoder).from_config(cfg, AUDIO_ENCODERS.split(cfg.audio_encoder)[1], weights=weights, **files)
     if audio.sample_rate != cfg.sample_rate:
         raise ValueError(f"audio_encoder={cfg.audio_encoder!r} reads {audio.sample_rate} Hz audio, but sample_rate={cfg.sample_rate}")
     text = TEXT_ENCODERS.get(cfg.text_encoder).from_config(cfg, text_from or TEXT_ENCODERS.split(cfg.text_encoder)[1], weights=weights)
@@ -118,9 +120,9 @@ def from_config(cls:DualEncoder, cfg:ExperimentConfig,
     own = [enc.take_projection(cfg.embed_dim) if hasattr(enc, 'take_projection') else None for enc in (audio, text)]
     return cls(audio, text, cfg.embed_dim, cfg.pooling, cfg.tap_dim, cfg.tap_dropout, *own)
 
-def build_model(cfg:ExperimentConfig, text_from:str|None=None)->DualEncoder:
+def build_model(cfg:ExperimentConfig, text_from:str|None=None, audio_from:str|None=None)->DualEncoder:
     "`DualEncoder.from_config`: the dual encoder an experiment config describes."
-    return DualEncoder.from_config(cfg, text_from)
+    return DualEncoder.from_config(cfg, text_from, audio_from)
 
 # %% ../nbs/08_model.ipynb #4384908b
 @torch.no_grad()

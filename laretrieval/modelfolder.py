@@ -18,14 +18,14 @@ from . import __version__
 from .config import ExperimentConfig
 
 # %% auto #0
-__all__ = ['FORMAT', 'FORMAT_VERSION', 'CONFIG_FILE', 'WEIGHTS_FILE', 'TEXT_FOLDER', 'folder_config', 'file_sha256',
-           'folder_files', 'safetensors_state', 'model_card', 'is_model_folder', 'write_model_folder',
+__all__ = ['FORMAT', 'FORMAT_VERSION', 'CONFIG_FILE', 'WEIGHTS_FILE', 'TEXT_FOLDER', 'AUDIO_FOLDER', 'folder_config',
+           'file_sha256', 'folder_files', 'safetensors_state', 'model_card', 'is_model_folder', 'write_model_folder',
            'read_model_config', 'check_files', 'read_weights', 'build_from_folder', 'load_state', 'read_model_folder']
 
 # %% ../nbs/08a_modelfolder.ipynb #e752cc4c
 FORMAT = 'laretrieval-model'  # config.json's `format`: what marks a model folder
 FORMAT_VERSION = 1            # the folder layout; a folder of a newer version is refused, not misread
-CONFIG_FILE, WEIGHTS_FILE, TEXT_FOLDER = 'config.json', 'model.safetensors', 'text_encoder'
+CONFIG_FILE, WEIGHTS_FILE, TEXT_FOLDER, AUDIO_FOLDER = 'config.json', 'model.safetensors', 'text_encoder', 'audio_encoder'
 
 def folder_config(cfg:ExperimentConfig, # the experiment config the model was built from
                   files:dict,           # path in the folder -> sha256, checked on load (see `folder_files`)
@@ -43,8 +43,8 @@ def file_sha256(path:str|Path)->str:
     return h.hexdigest()
 
 def folder_files(folder:Path)->dict:
-    "sha256 of the weights and of every file under text_encoder/, by path in the folder (README.md may be edited freely)."
-    paths = [folder / WEIGHTS_FILE, *sorted(p for p in (folder / TEXT_FOLDER).rglob('*') if p.is_file())]
+    "sha256 of the weights and of every file under text_encoder/ and audio_encoder/, by path in the folder (README.md may be edited freely)."
+    paths = [folder / WEIGHTS_FILE, *sorted(p for sub in (TEXT_FOLDER, AUDIO_FOLDER) for p in (folder / sub).rglob('*') if p.is_file())]
     return {p.relative_to(folder).as_posix(): file_sha256(p) for p in paths}
 
 # %% ../nbs/08a_modelfolder.ipynb #4c382217
@@ -66,7 +66,8 @@ def model_card(model, cfg:ExperimentConfig, # the saved model and its config
               )->str:
     "README.md of a model folder: what the model is, how to load it offline, its test metrics when known."
     info = info or {}
-    audio = f'PaSST (`{cfg.passt_arch}`)' if cfg.audio_encoder == 'passt' else f'log-mel CNN (width {cfg.audio_width})'
+    audio = {'passt': f'PaSST (`{cfg.passt_arch}`)', 'cnn': f'log-mel CNN (width {cfg.audio_width})'}.get(
+        cfg.audio_encoder, f'`{cfg.audio_encoder}` ({type(model.audio_encoder).__name__})')
     score = 'the cosine of the two embeddings' + (' after text-aware attention pooling of the audio frames' if cfg.pooling == 'tap' else '')
     metrics = [f'- {side}: ' + ', '.join(f'{k} {v:.4f}' for k, v in m.items() if isinstance(v, float))
                for side, m in (info.get('test') or {}).items() if isinstance(m, dict)]
@@ -81,6 +82,7 @@ def model_card(model, cfg:ExperimentConfig, # the saved model and its config
         'From the Hub: `huggingface_hub.snapshot_download(repo_id)` first, then `from_pretrained` on the folder it returns.', '',
         '## Files', f'- `{CONFIG_FILE}`: format version, experiment config, sha256 of the other files',
         f'- `{WEIGHTS_FILE}`: every weight (safetensors: no pickle)', f'- `{TEXT_FOLDER}/`: text model config and tokenizer',
+        *([f'- `{AUDIO_FOLDER}/`: audio model config and feature extractor'] if hasattr(model.audio_encoder, 'save_files') else []),
         *(['', '## Test metrics', *metrics] if metrics else []), ''])
 
 # %% ../nbs/08a_modelfolder.ipynb #7b6fe772
@@ -117,13 +119,15 @@ def write_model_folder(model, cfg:ExperimentConfig,           # a DualEncoder an
                     overwrite:bool=False,                   # replace an existing model folder
                     info:dict|None=None                     # provenance kept in config.json and shown in the card
                    )->Path:
-    "Write a model folder: config.json, model.safetensors (every weight), text_encoder/ (config, tokenizer), README.md."
+    "Write a model folder: config.json, model.safetensors (every weight), text_encoder/ (config, tokenizer), [audio_encoder/], README.md."
     out = Path(folder); _claim(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.', suffix='.tmp'))
     try:
         text = model.text_encoder
         text.model.config.save_pretrained(tmp / TEXT_FOLDER); text.tokenizer.save_pretrained(tmp / TEXT_FOLDER)
+        # an audio encoder read from a hub name (hf:, clap:) writes its config and feature extractor: the folder needs no hub
+        if hasattr(model.audio_encoder, 'save_files'): model.audio_encoder.save_files(tmp / AUDIO_FOLDER)
         save_file(safetensors_state(model.state_dict()), tmp / WEIGHTS_FILE, metadata=dict(format='pt'))
         config = folder_config(cfg, folder_files(tmp), info)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + '\n')
@@ -170,12 +174,13 @@ def read_weights(folder:str|Path)->dict:
 # %% ../nbs/08a_modelfolder.ipynb #c1f532c8
 def build_from_folder(cfg:ExperimentConfig, # the experiment config from config.json
                       folder:str|Path,      # the model folder (its text_encoder/ is read)
-                      build:Callable,       # cfg, text_from=<folder> -> the model (`DualEncoder.from_config`)
+                      build:Callable,       # cfg, text_from=<folder>[, audio_from=<folder>] -> the model (`DualEncoder.from_config`)
                      ):
-    "`build_model(cfg)`'s module tree with random weights, nothing downloaded: text encoder from folder/text_encoder, PaSST unpretrained."
-    text_dir = Path(folder) / TEXT_FOLDER
+    "`build_model(cfg)`'s module tree with random weights, nothing downloaded: text encoder from folder/text_encoder, audio files from folder/audio_encoder."
+    text_dir, audio_dir = Path(folder) / TEXT_FOLDER, Path(folder) / AUDIO_FOLDER
     if not (text_dir / 'config.json').is_file(): raise FileNotFoundError(f"{text_dir / 'config.json'} not found: the model folder lacks its text encoder config")
-    try: return build(cfg, text_from=str(text_dir))
+    audio = dict(audio_from=str(audio_dir)) if audio_dir.is_dir() else {}
+    try: return build(cfg, text_from=str(text_dir), **audio)
     except (OSError, ValueError) as e: raise ValueError(f"{text_dir}: no model could be built from its config and tokenizer files ({str(e)[:300]})") from None
 
 def load_state(model:torch.nn.Module, state:dict, source:str|Path):

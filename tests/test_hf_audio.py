@@ -232,6 +232,25 @@ def test_zero_shot_folder_round_trip(folders, tmp_path):
     torch.testing.assert_close(score(load_model(tmp_path / 'cli')[0]), score(direct))
 
 
+
+@torch.no_grad()
+@pytest.mark.parametrize('kind', ('clap', 'ast'))
+def test_model_folder_needs_no_hub(folders, kind, tmp_path):
+    "A model folder of an hf:/clap: model holds the audio config and feature extractor: it loads with the source gone."
+    import shutil
+    source = shutil.copytree(folders[kind], tmp_path / 'source')
+    if kind == 'clap': out = clap_model_folder(str(source), tmp_path / 'model')
+    else:
+        cfg = tiny_config(audio_encoder=f'hf:{source}', sample_rate=RATE[kind])
+        out = DualEncoder.from_config(cfg).save_pretrained(tmp_path / 'model', cfg)
+    before = load_model(out)[0]
+    assert sorted(p.name for p in (out / 'audio_encoder').iterdir()) == ['config.json', 'preprocessor_config.json']
+    shutil.rmtree(source)  # what another machine lacks: the checkpoint the model was built from
+    after = load_model(out)[0]
+    waves, lengths = clips(RATE[kind])
+    score = lambda m: m.similarity(m.encode_text(CAPTIONS), m.encode_audio(waves, lengths))
+    torch.testing.assert_close(score(after), score(before))
+
 def test_clap_text_checkpoint_missing_keys(folders, tmp_path):
     short = randomized('clap', tmp_path / 'short', layers=1)
     for name in ('config.json', 'preprocessor_config.json'): (short / name).write_text((folders['clap'] / name).read_text())
