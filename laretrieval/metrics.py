@@ -26,53 +26,120 @@ def ranked_relevance(scores:torch.Tensor,   # (queries, candidates) similarity
     by_score = torch.sort(scores.gather(1, by_relevance), dim=1, descending=True, stable=True).indices
     return relevant.gather(1, by_relevance.gather(1, by_score))
 
+def _relevant_pairs(relevant:torch.Tensor # (queries, candidates) bool
+                   )->tuple[np.ndarray, np.ndarray]:
+    "(query, candidate) int64 indices of the True entries, grouped by query, candidates ascending."
+    if relevant.device.type != 'cpu': return tuple(i.cpu().numpy() for i in relevant.bool().nonzero(as_tuple=True))
+    mask = relevant.bool().numpy()
+    if mask.T.flags.c_contiguous and not mask.flags.c_contiguous:  # a transposed view: scan memory as laid out
+        candidate, query = np.divmod(np.flatnonzero(mask.T), mask.shape[0])
+        by_query = np.argsort(query, kind='stable')
+        return query[by_query], candidate[by_query]
+    # 1-D flatnonzero is numpy's fast path for bool, several times faster than 2-D nonzero
+    return np.divmod(np.flatnonzero(mask), max(1, mask.shape[1]))
+
+def _slots(query:np.ndarray, n_queries:int)->tuple[np.ndarray, int]:
+    "Position of each pair within its query's group (pairs grouped by query) and the widest group (at least 1)."
+    per_query = np.bincount(query, minlength=n_queries)
+    return np.arange(len(query)) - np.repeat(np.cumsum(per_query) - per_query, per_query), max(1, int(per_query.max(initial=0)))
+
 def index_from_mask(relevant:torch.Tensor # (queries, candidates) bool
                    )->torch.Tensor:
     "(queries, max R) column indices of each row's True entries, -1 padding."
-    mask = relevant.bool().cpu().numpy()
-    rows, cols = np.nonzero(mask)  # row-major order: each row's columns ascending
-    per_row = np.bincount(rows, minlength=mask.shape[0])
-    slot = np.arange(len(rows)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
-    out = np.full((mask.shape[0], max(1, int(per_row.max(initial=0)))), -1, dtype=np.int64)
-    out[rows, slot] = cols
+    query, candidate = _relevant_pairs(relevant)
+    slot, width = _slots(query, relevant.shape[0])
+    out = np.full((relevant.shape[0], width), -1, dtype=np.int64)
+    out[query, slot] = candidate
     return torch.from_numpy(out).to(relevant.device)
+
+# %% ../nbs/07_metrics.ipynb #7ccd5877
+_BLOCK_BYTES = 1 << 19  # a block of scores this size stays in cache while it meets each of its thresholds
+
+def _count_along_rows(s:np.ndarray, # (Q, N) scores, each row contiguous
+                      t:np.ndarray, # (Q, T) thresholds
+                     )->np.ndarray:
+    "(Q, T) int64: per row, how many entries are >= each of the row's thresholds."
+    Q, N = s.shape
+    rows = max(1, _BLOCK_BYTES // max(1, 4 * N))
+    total = np.uint16 if N < 2 ** 16 else np.int64  # the narrowest sum that cannot overflow is the fastest
+    out, is_ge = np.empty(t.shape, np.int64), np.empty((min(rows, Q), N), bool)
+    for i in range(0, Q, rows):
+        block, ge = s[i:i + rows], is_ge[:min(rows, Q - i)]
+        for j in range(t.shape[1]):
+            out[i:i + rows, j] = np.greater_equal(block, t[i:i + rows, j:j + 1], out=ge).view(np.uint8).sum(1, dtype=total)
+    return out
+
+def _count_down_columns(s:np.ndarray, # (A, B) C-contiguous scores, one query per column
+                        t:np.ndarray, # (T, B) thresholds
+                       )->np.ndarray:
+    "(T, B) int64: per column, how many entries are >= each of the column's thresholds, never walking a column."
+    A, B = s.shape
+    rows = min(255, max(1, _BLOCK_BYTES // max(1, 4 * B)))  # uint8 partial sums: at most 255 rows at a time
+    out, is_ge = np.zeros(t.shape, np.int64), np.empty((min(rows, A), B), bool)
+    for i in range(0, A, rows):
+        block, ge = s[i:i + rows], is_ge[:min(rows, A - i)]
+        for j in range(t.shape[0]):
+            out[j] += np.add.reduce(np.greater_equal(block, t[j], out=ge).view(np.uint8), axis=0, dtype=np.uint8)
+    return out
 
 def _count_at_least(scores:torch.Tensor, thresholds:torch.Tensor)->torch.Tensor:
     "(rows, T) int64: per row, how many entries of `scores` are >= each of that row's thresholds."
     if thresholds.shape[1] > 16:  # many thresholds: one sort per row beats one pass per threshold
-        ordered = scores.sort(dim=1).values
+        ordered = scores.contiguous().sort(dim=1).values
         return scores.shape[1] - torch.searchsorted(ordered, thresholds.contiguous(), side='left')
-    if scores.device.type == 'cpu':  # numpy's compare-and-count is several times faster than torch's bool sum on CPU
-        s, t = scores.numpy(), thresholds.numpy()
-        return torch.from_numpy(np.stack([np.count_nonzero(s >= t[:, j:j + 1], axis=1) for j in range(t.shape[1])], 1)).long()
-    return torch.stack([(scores >= thresholds[:, j:j + 1]).sum(1) for j in range(thresholds.shape[1])], 1)
+    if scores.device.type != 'cpu':
+        return torch.stack([(scores >= thresholds[:, j:j + 1]).sum(1) for j in range(thresholds.shape[1])], 1)
+    s, t = scores.numpy(), thresholds.numpy()
+    if s.T.flags.c_contiguous and not s.flags.c_contiguous:  # a transposed matrix: count down its columns
+        return torch.from_numpy(_count_down_columns(s.T, np.ascontiguousarray(t.T)).T)
+    return torch.from_numpy(_count_along_rows(s if s.strides[1] == s.itemsize else np.ascontiguousarray(s), t))
 
-# %% ../nbs/07_metrics.ipynb #7ccd5877
-def _ranks_from_counts(thresholds:torch.Tensor, # (Q, T) relevant scores, any order
-                       valid:torch.Tensor,      # (Q, T) which entries are real (the rest is padding)
-                       counts:torch.Tensor,     # (Q, T) non-relevant candidates scoring >= each threshold
+# %% ../nbs/07_metrics.ipynb #c031ebba
+def _ranks_from_counts(thresholds:np.ndarray|torch.Tensor, # (Q, T) relevant scores, any order
+                       valid:np.ndarray|torch.Tensor,      # (Q, T) which entries are real (the rest is padding)
+                       counts:np.ndarray|torch.Tensor,     # (Q, T) candidates scoring >= each threshold
+                       relevant_counted:bool=False, # `counts` include the relevant candidates (else: non-relevant only)
                       )->torch.Tensor:
-    "r_i = i + count for the relevant scores in descending order; NaN padding."
-    order = torch.where(valid, thresholds, float('-inf')).sort(dim=1, descending=True, stable=True).indices
-    valid = valid.gather(1, order)
-    i_th = valid.long().cumsum(1)  # i of the i-th best relevant score (padding sorts last)
-    return torch.where(valid, (i_th + counts.gather(1, order)).double(), float('nan')).cpu()
+    "r_i = i + (non-relevant candidates scoring >= the i-th best relevant score), ascending; NaN padding."
+    # (queries x R) is small: numpy, with no thread pool to wake for each little step
+    t, valid, counts = (x.cpu().numpy() if torch.is_tensor(x) else x for x in (thresholds, valid, counts))
+    order = np.argsort(-np.where(valid, t, -np.inf), axis=1, kind='stable')  # best first, real entries before padding
+    t, valid, counts = (np.take_along_axis(x, order, 1) for x in (t, valid, counts))
+    i_th = np.arange(1, t.shape[1] + 1)
+    if relevant_counted:  # take off m_i, the relevant scores >= the i-th: where its run of equal scores ends
+        run_ends = valid.copy()
+        run_ends[:, :-1] &= ~(valid[:, 1:] & (t[:, 1:] == t[:, :-1]))
+        counts = counts - np.minimum.accumulate(np.where(run_ends, i_th, t.shape[1] + 1)[:, ::-1], axis=1)[:, ::-1]
+    return torch.from_numpy(np.where(valid, i_th + counts, np.nan))
 
-def relevant_ranks(scores:torch.Tensor,   # (queries, candidates) similarity
+def _checked_scores(scores:torch.Tensor)->torch.Tensor:
+    "Detached float32 scores (a float64 matrix is rounded, so every path sees the same ties), refusing NaN."
+    scores = scores.detach().float()  # metrics need no gradient
+    has_nan = (np.isnan(np.max(scores.numpy())) if scores.numel() else False) if scores.device.type == 'cpu' else bool(scores.isnan().any())
+    if has_nan: raise ValueError(f"scores hold NaN (first: row {int(scores.isnan().any(1).nonzero()[0])})")
+    return scores
+
+def _ranks_of_pairs(scores:torch.Tensor,    # (queries, candidates) float32, any memory layout
+                    query:np.ndarray,       # query of each relevant pair, grouped by query
+                    candidate:np.ndarray,   # candidate of each relevant pair
+                   )->torch.Tensor:
+    "Pessimistic ranks from the relevant pairs: gather each relevant score, count every candidate at or above it."
+    slot, width = _slots(query, scores.shape[0])
+    if scores.device.type == 'cpu': relevant_scores = scores.numpy()[query, candidate]
+    else: relevant_scores = scores[torch.from_numpy(query).to(scores.device), torch.from_numpy(candidate).to(scores.device)].cpu().numpy()
+    thresholds = np.full((scores.shape[0], width), np.inf, np.float32)  # padding: its counts are never used
+    thresholds[query, slot] = relevant_scores
+    valid = np.zeros(thresholds.shape, bool)
+    valid[query, slot] = True
+    counts = _count_at_least(scores, torch.from_numpy(thresholds).to(scores.device))
+    return _ranks_from_counts(thresholds, valid, counts, relevant_counted=True)
+
+def relevant_ranks(scores:torch.Tensor,   # (queries, candidates) similarity; a transposed view is not copied
                    relevant:torch.Tensor, # (queries, candidates) bool
                   )->torch.Tensor:
     "(queries, max R) float64 pessimistic ranks of each query's relevant candidates, ascending, NaN padding."
     if scores.shape != relevant.shape: raise ValueError(f"scores {tuple(scores.shape)} and relevance {tuple(relevant.shape)} differ in shape")
-    scores, relevant = scores.detach().float(), relevant.bool()  # metrics need no gradient
-    if scores.sum().isnan() and scores.isnan().any():  # the sum is a cheap first look
-        raise ValueError(f"scores hold NaN (first: row {int(scores.isnan().any(1).nonzero()[0])})")
-    index = index_from_mask(relevant)
-    valid = index >= 0
-    thresholds = scores.gather(1, index.clamp(min=0))
-    counts = _count_at_least(scores.masked_fill(relevant, float('-inf')), thresholds.masked_fill(~valid, float('inf')))
-    n_nonrelevant = scores.shape[1] - valid.sum(1, keepdim=True)
-    counts = torch.where(thresholds == float('-inf'), n_nonrelevant, counts)  # masked entries are -inf too: do not count them
-    return _ranks_from_counts(thresholds, valid, counts)
+    return _ranks_of_pairs(_checked_scores(scores), *_relevant_pairs(relevant))
 
 # %% ../nbs/07_metrics.ipynb #f251b957
 def metrics_from_ranks(ranks:torch.Tensor,   # (queries, max R) ranks of the relevant items; NaN: padding, inf: not ranked
@@ -81,18 +148,17 @@ def metrics_from_ranks(ranks:torch.Tensor,   # (queries, max R) ranks of the rel
                       )->dict[str, np.ndarray]:
     "Per-query AP@k, R@k and first rank from the ranks of each query's relevant items."
     if normalize not in ('R', 'min'): raise ValueError(f"normalize must be 'R' or 'min', got {normalize!r}")
-    ranks = torch.as_tensor(ranks, dtype=torch.float64).sort(1).values  # NaN padding sorts last
-    valid = ~ranks.isnan()
-    R = valid.sum(1).double()
-    if (R == 0).any(): raise ValueError(f"{int((R == 0).sum())} queries have no relevant candidate (first: row {int((R == 0).nonzero()[0])})")
-    hits = valid.cumsum(1).double()  # i for the i-th relevant item
+    ranks = np.sort(torch.as_tensor(ranks, dtype=torch.float64).cpu().numpy(), axis=1)  # NaN padding sorts last
+    valid = ~np.isnan(ranks)
+    R = valid.sum(1).astype(np.float64)
+    if (R == 0).any(): raise ValueError(f"{int((R == 0).sum())} queries have no relevant candidate (first: row {int(np.flatnonzero(R == 0)[0])})")
+    hits = valid.cumsum(1)  # i for the i-th relevant item
     out = {}
     for k in map_ks:
-        inside = valid & (ranks <= k)
-        ap = torch.where(inside, hits / ranks, torch.zeros_like(ranks)).sum(1)
-        out[f'mAP@{k}'] = (ap / (R if normalize == 'R' else R.clamp(max=k))).numpy()
-    for k in recall_ks: out[f'R@{k}'] = ((valid & (ranks <= k)).sum(1) / R).numpy()
-    out['rank'] = ranks[:, 0].numpy()
+        ap = np.where(valid & (ranks <= k), hits / ranks, 0.0).sum(1)
+        out[f'mAP@{k}'] = ap / (R if normalize == 'R' else np.minimum(R, k))
+    for k in recall_ks: out[f'R@{k}'] = (valid & (ranks <= k)).sum(1) / R
+    out['rank'] = ranks[:, 0]
     return out
 
 def retrieval_metrics(scores:torch.Tensor,   # (queries, candidates) similarity
@@ -147,7 +213,7 @@ def chance_level(n_candidates:int, # N: candidates per query
 # %% ../nbs/07_metrics.ipynb #eb122a16
 def _with_chance(res:dict, n_candidates:int, n_relevant:torch.Tensor, map_ks, recall_ks)->dict:
     "Add the chance level of each metric (R = the mean relevant count, rounded) to a summary."
-    n_rel = int(n_relevant.float().mean().round())
+    n_rel = int(np.round(np.mean(np.asarray(n_relevant, dtype=np.float64))))
     for k in map_ks: res[f'chance_mAP@{k}'] = chance_level(n_candidates, n_rel, k)
     for k in recall_ks: res[f'chance_R@{k}'] = chance_level(n_candidates, n_rel, k, 'R')
     return res
@@ -158,13 +224,20 @@ def evaluate_relevance(sim:torch.Tensor,      # (n_queries, n_clips) similarity
                        normalize:str='R',     # AP divisor with several relevant items: 'R' or 'min'
                       )->dict[str, dict[str, float]]:
     "Mean metrics, chance levels and query counts for text→audio and audio→text (a clip no query is relevant to is not an a2t query)."
+    if normalize not in ('R', 'min'): raise ValueError(f"normalize must be 'R' or 'min', got {normalize!r}")
+    if sim.shape != relevant.shape: raise ValueError(f"similarity {tuple(sim.shape)} and relevance {tuple(relevant.shape)} differ in shape")
+    sim = _checked_scores(sim)
+    query, clip = _relevant_pairs(relevant)  # one scan of the mask serves both directions
+    by_clip = np.argsort(clip, kind='stable')
     out = {}
-    for name, s, r in (('t2a', sim, relevant), ('a2t', sim.T, relevant.T)):
-        asked = r.any(1)
-        if not asked.all():
-            if name == 't2a': raise ValueError(f"{int((~asked).sum())} queries have no relevant clip (first: row {int((~asked).nonzero()[0])})")
-            s, r = s[asked], r[asked]
-        out[name] = _with_chance(summarize(retrieval_metrics(s, r, map_ks, recall_ks, normalize)), s.shape[1], r.sum(1), map_ks, recall_ks)
+    # audio→text counts down the columns of `sim` (its transpose is a view): no copy, no strided walk
+    for name, s, q, c in (('t2a', sim, query, clip), ('a2t', sim.T, clip[by_clip], query[by_clip])):
+        asked = np.bincount(q, minlength=s.shape[0]) > 0
+        if name == 't2a' and not asked.all():
+            raise ValueError(f"{int((~asked).sum())} queries have no relevant clip (first: row {int(np.flatnonzero(~asked)[0])})")
+        ranks = _ranks_of_pairs(s, q, c)[torch.from_numpy(asked)]
+        per_query = metrics_from_ranks(ranks, map_ks, recall_ks, normalize)
+        out[name] = _with_chance(summarize(per_query), s.shape[1], (~ranks.isnan()).sum(1), map_ks, recall_ks)
         out[name]['queries'] = int(asked.sum())
     return out
 
