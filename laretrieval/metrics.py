@@ -53,34 +53,25 @@ def index_from_mask(relevant:torch.Tensor # (queries, candidates) bool
     return torch.from_numpy(out).to(relevant.device)
 
 # %% ../nbs/07_metrics.ipynb #7ccd5877
-_BLOCK_BYTES = 1 << 19  # a block of scores this size stays in cache while it meets each of its thresholds
+_BLOCK_BYTES = 1 << 19  # a block of scores this size stays in (L2) cache while it meets each of its thresholds
 
-def _count_along_rows(s:np.ndarray, # (Q, N) scores, each row contiguous
-                      t:np.ndarray, # (Q, T) thresholds
-                     )->np.ndarray:
-    "(Q, T) int64: per row, how many entries are >= each of the row's thresholds."
-    Q, N = s.shape
-    rows = max(1, _BLOCK_BYTES // max(1, 4 * N))
-    total = np.uint16 if N < 2 ** 16 else np.int64  # the narrowest sum that cannot overflow is the fastest
-    out, is_ge = np.empty(t.shape, np.int64), np.empty((min(rows, Q), N), bool)
-    for i in range(0, Q, rows):
-        block, ge = s[i:i + rows], is_ge[:min(rows, Q - i)]
-        for j in range(t.shape[1]):
-            out[i:i + rows, j] = np.greater_equal(block, t[i:i + rows, j:j + 1], out=ge).view(np.uint8).sum(1, dtype=total)
-    return out
-
-def _count_down_columns(s:np.ndarray, # (A, B) C-contiguous scores, one query per column
-                        t:np.ndarray, # (T, B) thresholds
-                       )->np.ndarray:
-    "(T, B) int64: per column, how many entries are >= each of the column's thresholds, never walking a column."
+def _count_in_blocks(s:np.ndarray,      # (A, B) scores, each row contiguous
+                     t_rows:np.ndarray, # (A, T) thresholds of each row (T may be 0)
+                     t_cols:np.ndarray, # (U, B) thresholds of each column (U may be 0)
+                    )->tuple[np.ndarray, np.ndarray]:
+    "(A, T) and (U, B) int64: how many entries of each row / column are >= each of its thresholds, in one read of `s`."
     A, B = s.shape
-    rows = min(255, max(1, _BLOCK_BYTES // max(1, 4 * B)))  # uint8 partial sums: at most 255 rows at a time
-    out, is_ge = np.zeros(t.shape, np.int64), np.empty((min(rows, A), B), bool)
+    rows = max(1, min(255, _BLOCK_BYTES // max(1, 4 * B)))  # column partial sums in uint8: at most 255 rows at a time
+    row_total = np.uint16 if B < 2 ** 16 else np.int64  # the narrowest sum that cannot overflow is the fastest
+    row_counts, col_counts = np.empty(t_rows.shape, np.int64), np.zeros(t_cols.shape, np.int64)
+    is_ge = np.empty((min(rows, A), B), bool)
     for i in range(0, A, rows):
         block, ge = s[i:i + rows], is_ge[:min(rows, A - i)]
-        for j in range(t.shape[0]):
-            out[j] += np.add.reduce(np.greater_equal(block, t[j], out=ge).view(np.uint8), axis=0, dtype=np.uint8)
-    return out
+        for j in range(t_rows.shape[1]):
+            row_counts[i:i + rows, j] = np.greater_equal(block, t_rows[i:i + rows, j:j + 1], out=ge).view(np.uint8).sum(1, dtype=row_total)
+        for j in range(t_cols.shape[0]):
+            col_counts[j] += np.add.reduce(np.greater_equal(block, t_cols[j], out=ge).view(np.uint8), axis=0, dtype=np.uint8)
+    return row_counts, col_counts
 
 def _count_at_least(scores:torch.Tensor, thresholds:torch.Tensor)->torch.Tensor:
     "(rows, T) int64: per row, how many entries of `scores` are >= each of that row's thresholds."
@@ -91,8 +82,9 @@ def _count_at_least(scores:torch.Tensor, thresholds:torch.Tensor)->torch.Tensor:
         return torch.stack([(scores >= thresholds[:, j:j + 1]).sum(1) for j in range(thresholds.shape[1])], 1)
     s, t = scores.numpy(), thresholds.numpy()
     if s.T.flags.c_contiguous and not s.flags.c_contiguous:  # a transposed matrix: count down its columns
-        return torch.from_numpy(_count_down_columns(s.T, np.ascontiguousarray(t.T)).T)
-    return torch.from_numpy(_count_along_rows(s if s.strides[1] == s.itemsize else np.ascontiguousarray(s), t))
+        return torch.from_numpy(_count_in_blocks(s.T, np.empty((s.shape[1], 0), np.float32), np.ascontiguousarray(t.T))[1].T)
+    s = s if s.strides[1] == s.itemsize else np.ascontiguousarray(s)
+    return torch.from_numpy(_count_in_blocks(s, t, np.empty((0, s.shape[1]), np.float32))[0])
 
 # %% ../nbs/07_metrics.ipynb #c031ebba
 def _ranks_from_counts(thresholds:np.ndarray|torch.Tensor, # (Q, T) relevant scores, any order
@@ -119,11 +111,11 @@ def _checked_scores(scores:torch.Tensor)->torch.Tensor:
     if has_nan: raise ValueError(f"scores hold NaN (first: row {int(scores.isnan().any(1).nonzero()[0])})")
     return scores
 
-def _ranks_of_pairs(scores:torch.Tensor,    # (queries, candidates) float32, any memory layout
-                    query:np.ndarray,       # query of each relevant pair, grouped by query
-                    candidate:np.ndarray,   # candidate of each relevant pair
-                   )->torch.Tensor:
-    "Pessimistic ranks from the relevant pairs: gather each relevant score, count every candidate at or above it."
+def _relevant_thresholds(scores:torch.Tensor,  # (queries, candidates) float32, any memory layout
+                         query:np.ndarray,     # query of each relevant pair, grouped by query
+                         candidate:np.ndarray, # candidate of each relevant pair
+                        )->tuple[np.ndarray, np.ndarray]:
+    "(queries, max R) float32 scores of each query's relevant candidates (+inf padding) and which entries are real."
     slot, width = _slots(query, scores.shape[0])
     if scores.device.type == 'cpu': relevant_scores = scores.numpy()[query, candidate]
     else: relevant_scores = scores[torch.from_numpy(query).to(scores.device), torch.from_numpy(candidate).to(scores.device)].cpu().numpy()
@@ -131,6 +123,11 @@ def _ranks_of_pairs(scores:torch.Tensor,    # (queries, candidates) float32, any
     thresholds[query, slot] = relevant_scores
     valid = np.zeros(thresholds.shape, bool)
     valid[query, slot] = True
+    return thresholds, valid
+
+def _ranks_of_pairs(scores:torch.Tensor, query:np.ndarray, candidate:np.ndarray)->torch.Tensor:
+    "Pessimistic ranks from the relevant pairs: gather each relevant score, count every candidate at or above it."
+    thresholds, valid = _relevant_thresholds(scores, query, candidate)
     counts = _count_at_least(scores, torch.from_numpy(thresholds).to(scores.device))
     return _ranks_from_counts(thresholds, valid, counts, relevant_counted=True)
 
@@ -218,6 +215,23 @@ def _with_chance(res:dict, n_candidates:int, n_relevant:torch.Tensor, map_ks, re
     for k in recall_ks: res[f'chance_R@{k}'] = chance_level(n_candidates, n_rel, k, 'R')
     return res
 
+def _ranks_both_ways(sim:torch.Tensor,  # (n_queries, n_clips) float32
+                     query:np.ndarray,  # relevant pairs, grouped by query
+                     clip:np.ndarray,
+                    )->tuple[torch.Tensor, torch.Tensor]:
+    "Text→audio ranks (rows of `sim`) and audio→text ranks (its columns); on CPU one read of `sim` counts both."
+    by_clip = np.argsort(clip, kind='stable')
+    t_rows, valid_rows = _relevant_thresholds(sim, query, clip)
+    t_cols, valid_cols = _relevant_thresholds(sim.T, clip[by_clip], query[by_clip])
+    if sim.device.type == 'cpu' and sim.stride(1) == 1 and max(t_rows.shape[1], t_cols.shape[1]) <= 16:
+        # each block of rows is compared with its rows' thresholds and with every clip's, while it is in cache
+        rows, cols = _count_in_blocks(sim.numpy(), t_rows, np.ascontiguousarray(t_cols.T))
+        cols = cols.T
+    else:
+        rows, cols = (_count_at_least(s, torch.from_numpy(t).to(sim.device)) for s, t in ((sim, t_rows), (sim.T, t_cols)))
+    return (_ranks_from_counts(t_rows, valid_rows, rows, relevant_counted=True),
+            _ranks_from_counts(t_cols, valid_cols, cols, relevant_counted=True))
+
 def evaluate_relevance(sim:torch.Tensor,      # (n_queries, n_clips) similarity
                        relevant:torch.Tensor, # (n_queries, n_clips) bool; every query has a relevant clip
                        map_ks=(10,), recall_ks=(1, 5, 10),
@@ -228,17 +242,15 @@ def evaluate_relevance(sim:torch.Tensor,      # (n_queries, n_clips) similarity
     if sim.shape != relevant.shape: raise ValueError(f"similarity {tuple(sim.shape)} and relevance {tuple(relevant.shape)} differ in shape")
     sim = _checked_scores(sim)
     query, clip = _relevant_pairs(relevant)  # one scan of the mask serves both directions
-    by_clip = np.argsort(clip, kind='stable')
+    asked = {'t2a': np.bincount(query, minlength=sim.shape[0]) > 0, 'a2t': np.bincount(clip, minlength=sim.shape[1]) > 0}
+    if not asked['t2a'].all():
+        raise ValueError(f"{int((~asked['t2a']).sum())} queries have no relevant clip (first: row {int(np.flatnonzero(~asked['t2a'])[0])})")
     out = {}
-    # audio→text counts down the columns of `sim` (its transpose is a view): no copy, no strided walk
-    for name, s, q, c in (('t2a', sim, query, clip), ('a2t', sim.T, clip[by_clip], query[by_clip])):
-        asked = np.bincount(q, minlength=s.shape[0]) > 0
-        if name == 't2a' and not asked.all():
-            raise ValueError(f"{int((~asked).sum())} queries have no relevant clip (first: row {int(np.flatnonzero(~asked)[0])})")
-        ranks = _ranks_of_pairs(s, q, c)[torch.from_numpy(asked)]
+    for name, ranks in zip(('t2a', 'a2t'), _ranks_both_ways(sim, query, clip)):
+        ranks = ranks.numpy()[asked[name]]
         per_query = metrics_from_ranks(ranks, map_ks, recall_ks, normalize)
-        out[name] = _with_chance(summarize(per_query), s.shape[1], (~ranks.isnan()).sum(1), map_ks, recall_ks)
-        out[name]['queries'] = int(asked.sum())
+        out[name] = _with_chance(summarize(per_query), sim.shape[1 if name == 't2a' else 0], (~np.isnan(ranks)).sum(1), map_ks, recall_ks)
+        out[name]['queries'] = int(asked[name].sum())
     return out
 
 def evaluate_retrieval(sim:torch.Tensor,  # (n_captions, n_clips) similarity

@@ -129,6 +129,12 @@ def test_evaluate_relevance_both_directions_equal_the_loop():
         want = summarize(loop_metrics(s, r, KS, KS))
         for key, value in want.items(): assert res[name][key] == pytest.approx(value, abs=1e-12), (name, key)
     assert (res['t2a']['queries'], res['a2t']['queries']) == (300, 59)
+    assert evaluate_relevance(scores.T.contiguous().T, relevant, KS, KS) == res  # column-major: each direction on its own
+    scores, relevant = clotho_like(12, 20, 13, ties=True)  # 20 captions per clip: audio->text counts by sorting
+    res = evaluate_relevance(scores, relevant, KS, KS)
+    for name, s, r in (('t2a', scores, relevant), ('a2t', scores.T, relevant.T)):
+        want = summarize(loop_metrics(s, r, KS, KS))
+        for key, value in want.items(): assert res[name][key] == pytest.approx(value, abs=1e-12), (name, key)
     with pytest.raises(ValueError, match='1 queries have no relevant clip'):
         bad = relevant.clone(); bad[3] = False; evaluate_relevance(scores, bad)
     with pytest.raises(ValueError, match='NaN'):
