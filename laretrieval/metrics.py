@@ -208,7 +208,7 @@ def chance_level(n_candidates:int, # N: candidates per query
     return sum((R / N + (r - 1) * pair) / r for r in range(1, min(k, N) + 1)) / R
 
 # %% ../nbs/07_metrics.ipynb #eb122a16
-def _with_chance(res:dict, n_candidates:int, n_relevant:torch.Tensor, map_ks, recall_ks)->dict:
+def _with_chance(res:dict, n_candidates:int, n_relevant:np.ndarray|torch.Tensor, map_ks, recall_ks)->dict:
     "Add the chance level of each metric (R = the mean relevant count, rounded) to a summary."
     n_rel = int(np.round(np.mean(np.asarray(n_relevant, dtype=np.float64))))
     for k in map_ks: res[f'chance_mAP@{k}'] = chance_level(n_candidates, n_rel, k)
