@@ -24,7 +24,7 @@
 The loop reference is timed on a subset of the queries and scaled to all of them (it is linear in the queries);
 the subset's results are checked against the vectorised ones.
 
-Run: `python benchmarks/bench_metrics.py [--threads N] [--only-speed]` (about 2 minutes on 2 CPU cores; N sets
+Run: `python benchmarks/bench_metrics.py [--threads N] [--only-speed]` (about 4 minutes on 2 CPU cores; N sets
 torch's and OpenBLAS's threads, default: torch's default).
 """
 import json
