@@ -26,53 +26,117 @@ def ranked_relevance(scores:torch.Tensor,   # (queries, candidates) similarity
     by_score = torch.sort(scores.gather(1, by_relevance), dim=1, descending=True, stable=True).indices
     return relevant.gather(1, by_relevance.gather(1, by_score))
 
+def _relevant_pairs(relevant:torch.Tensor # (queries, candidates) bool
+                   )->tuple[np.ndarray, np.ndarray]:
+    "(query, candidate) int64 indices of the True entries, grouped by query, candidates ascending."
+    if relevant.device.type != 'cpu': return tuple(i.cpu().numpy() for i in relevant.bool().nonzero(as_tuple=True))
+    mask = relevant.bool().numpy()
+    if mask.T.flags.c_contiguous and not mask.flags.c_contiguous:  # a transposed view: scan memory as laid out
+        candidate, query = np.divmod(np.flatnonzero(mask.T), mask.shape[0])
+        by_query = np.argsort(query, kind='stable')
+        return query[by_query], candidate[by_query]
+    # 1-D flatnonzero is numpy's fast path for bool, several times faster than 2-D nonzero
+    return np.divmod(np.flatnonzero(mask), max(1, mask.shape[1]))
+
+def _slots(query:np.ndarray, n_queries:int)->tuple[np.ndarray, int]:
+    "Position of each pair within its query's group (pairs grouped by query) and the widest group (at least 1)."
+    per_query = np.bincount(query, minlength=n_queries)
+    return np.arange(len(query)) - np.repeat(np.cumsum(per_query) - per_query, per_query), max(1, int(per_query.max(initial=0)))
+
 def index_from_mask(relevant:torch.Tensor # (queries, candidates) bool
                    )->torch.Tensor:
     "(queries, max R) column indices of each row's True entries, -1 padding."
-    mask = relevant.bool().cpu().numpy()
-    rows, cols = np.nonzero(mask)  # row-major order: each row's columns ascending
-    per_row = np.bincount(rows, minlength=mask.shape[0])
-    slot = np.arange(len(rows)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
-    out = np.full((mask.shape[0], max(1, int(per_row.max(initial=0)))), -1, dtype=np.int64)
-    out[rows, slot] = cols
+    query, candidate = _relevant_pairs(relevant)
+    slot, width = _slots(query, relevant.shape[0])
+    out = np.full((relevant.shape[0], width), -1, dtype=np.int64)
+    out[query, slot] = candidate
     return torch.from_numpy(out).to(relevant.device)
+
+# %% ../nbs/07_metrics.ipynb #7ccd5877
+_BLOCK_BYTES = 1 << 19  # a block of scores this size stays in (L2) cache while it meets each of its thresholds
+
+def _count_in_blocks(s:np.ndarray,      # (A, B) scores, each row contiguous
+                     t_rows:np.ndarray, # (A, T) thresholds of each row (T may be 0)
+                     t_cols:np.ndarray, # (U, B) thresholds of each column (U may be 0)
+                    )->tuple[np.ndarray, np.ndarray]:
+    "(A, T) and (U, B) int64: how many entries of each row / column are >= each of its thresholds, in one read of `s`."
+    A, B = s.shape
+    rows = max(1, min(255, _BLOCK_BYTES // max(1, 4 * B)))  # column partial sums in uint8: at most 255 rows at a time
+    row_total = np.uint16 if B < 2 ** 16 else np.int64  # the narrowest sum that cannot overflow is the fastest
+    row_counts, col_counts = np.empty(t_rows.shape, np.int64), np.zeros(t_cols.shape, np.int64)
+    is_ge = np.empty((min(rows, A), B), bool)
+    for i in range(0, A, rows):
+        block, ge = s[i:i + rows], is_ge[:min(rows, A - i)]
+        for j in range(t_rows.shape[1]):
+            row_counts[i:i + rows, j] = np.greater_equal(block, t_rows[i:i + rows, j:j + 1], out=ge).view(np.uint8).sum(1, dtype=row_total)
+        for j in range(t_cols.shape[0]):
+            col_counts[j] += np.add.reduce(np.greater_equal(block, t_cols[j], out=ge).view(np.uint8), axis=0, dtype=np.uint8)
+    return row_counts, col_counts
 
 def _count_at_least(scores:torch.Tensor, thresholds:torch.Tensor)->torch.Tensor:
     "(rows, T) int64: per row, how many entries of `scores` are >= each of that row's thresholds."
     if thresholds.shape[1] > 16:  # many thresholds: one sort per row beats one pass per threshold
-        ordered = scores.sort(dim=1).values
+        ordered = scores.contiguous().sort(dim=1).values
         return scores.shape[1] - torch.searchsorted(ordered, thresholds.contiguous(), side='left')
-    if scores.device.type == 'cpu':  # numpy's compare-and-count is several times faster than torch's bool sum on CPU
-        s, t = scores.numpy(), thresholds.numpy()
-        return torch.from_numpy(np.stack([np.count_nonzero(s >= t[:, j:j + 1], axis=1) for j in range(t.shape[1])], 1)).long()
-    return torch.stack([(scores >= thresholds[:, j:j + 1]).sum(1) for j in range(thresholds.shape[1])], 1)
+    if scores.device.type != 'cpu':
+        return torch.stack([(scores >= thresholds[:, j:j + 1]).sum(1) for j in range(thresholds.shape[1])], 1)
+    s, t = scores.numpy(), thresholds.numpy()
+    if s.T.flags.c_contiguous and not s.flags.c_contiguous:  # a transposed matrix: count down its columns
+        return torch.from_numpy(_count_in_blocks(s.T, np.empty((s.shape[1], 0), np.float32), np.ascontiguousarray(t.T))[1].T)
+    s = s if s.strides[1] == s.itemsize else np.ascontiguousarray(s)
+    return torch.from_numpy(_count_in_blocks(s, t, np.empty((0, s.shape[1]), np.float32))[0])
 
-# %% ../nbs/07_metrics.ipynb #7ccd5877
-def _ranks_from_counts(thresholds:torch.Tensor, # (Q, T) relevant scores, any order
-                       valid:torch.Tensor,      # (Q, T) which entries are real (the rest is padding)
-                       counts:torch.Tensor,     # (Q, T) non-relevant candidates scoring >= each threshold
+# %% ../nbs/07_metrics.ipynb #c031ebba
+def _ranks_from_counts(thresholds:np.ndarray|torch.Tensor, # (Q, T) relevant scores, any order
+                       valid:np.ndarray|torch.Tensor,      # (Q, T) which entries are real (the rest is padding)
+                       counts:np.ndarray|torch.Tensor,     # (Q, T) candidates scoring >= each threshold
+                       relevant_counted:bool=False, # `counts` include the relevant candidates (else: non-relevant only)
                       )->torch.Tensor:
-    "r_i = i + count for the relevant scores in descending order; NaN padding."
-    order = torch.where(valid, thresholds, float('-inf')).sort(dim=1, descending=True, stable=True).indices
-    valid = valid.gather(1, order)
-    i_th = valid.long().cumsum(1)  # i of the i-th best relevant score (padding sorts last)
-    return torch.where(valid, (i_th + counts.gather(1, order)).double(), float('nan')).cpu()
+    "r_i = i + (non-relevant candidates scoring >= the i-th best relevant score), ascending; NaN padding."
+    # (queries x R) is small: numpy, with no thread pool to wake for each little step
+    t, valid, counts = (x.cpu().numpy() if torch.is_tensor(x) else x for x in (thresholds, valid, counts))
+    order = np.argsort(-np.where(valid, t, -np.inf), axis=1, kind='stable')  # best first, real entries before padding
+    t, valid, counts = (np.take_along_axis(x, order, 1) for x in (t, valid, counts))
+    i_th = np.arange(1, t.shape[1] + 1)
+    if relevant_counted:  # take off m_i, the relevant scores >= the i-th: where its run of equal scores ends
+        run_ends = valid.copy()
+        run_ends[:, :-1] &= ~(valid[:, 1:] & (t[:, 1:] == t[:, :-1]))
+        counts = counts - np.minimum.accumulate(np.where(run_ends, i_th, t.shape[1] + 1)[:, ::-1], axis=1)[:, ::-1]
+    return torch.from_numpy(np.where(valid, i_th + counts, np.nan))
 
-def relevant_ranks(scores:torch.Tensor,   # (queries, candidates) similarity
+def _checked_scores(scores:torch.Tensor)->torch.Tensor:
+    "Detached float32 scores (a float64 matrix is rounded, so every path sees the same ties), refusing NaN."
+    scores = scores.detach().float()  # metrics need no gradient
+    has_nan = (np.isnan(np.max(scores.numpy())) if scores.numel() else False) if scores.device.type == 'cpu' else bool(scores.isnan().any())
+    if has_nan: raise ValueError(f"scores hold NaN (first: row {int(scores.isnan().any(1).nonzero()[0])})")
+    return scores
+
+def _relevant_thresholds(scores:torch.Tensor,  # (queries, candidates) float32, any memory layout
+                         query:np.ndarray,     # query of each relevant pair, grouped by query
+                         candidate:np.ndarray, # candidate of each relevant pair
+                        )->tuple[np.ndarray, np.ndarray]:
+    "(queries, max R) float32 scores of each query's relevant candidates (+inf padding) and which entries are real."
+    slot, width = _slots(query, scores.shape[0])
+    if scores.device.type == 'cpu': relevant_scores = scores.numpy()[query, candidate]
+    else: relevant_scores = scores[torch.from_numpy(query).to(scores.device), torch.from_numpy(candidate).to(scores.device)].cpu().numpy()
+    thresholds = np.full((scores.shape[0], width), np.inf, np.float32)  # padding: its counts are never used
+    thresholds[query, slot] = relevant_scores
+    valid = np.zeros(thresholds.shape, bool)
+    valid[query, slot] = True
+    return thresholds, valid
+
+def _ranks_of_pairs(scores:torch.Tensor, query:np.ndarray, candidate:np.ndarray)->torch.Tensor:
+    "Pessimistic ranks from the relevant pairs: gather each relevant score, count every candidate at or above it."
+    thresholds, valid = _relevant_thresholds(scores, query, candidate)
+    counts = _count_at_least(scores, torch.from_numpy(thresholds).to(scores.device))
+    return _ranks_from_counts(thresholds, valid, counts, relevant_counted=True)
+
+def relevant_ranks(scores:torch.Tensor,   # (queries, candidates) similarity; a transposed view is not copied
                    relevant:torch.Tensor, # (queries, candidates) bool
                   )->torch.Tensor:
     "(queries, max R) float64 pessimistic ranks of each query's relevant candidates, ascending, NaN padding."
     if scores.shape != relevant.shape: raise ValueError(f"scores {tuple(scores.shape)} and relevance {tuple(relevant.shape)} differ in shape")
-    scores, relevant = scores.detach().float(), relevant.bool()  # metrics need no gradient
-    if scores.sum().isnan() and scores.isnan().any():  # the sum is a cheap first look
-        raise ValueError(f"scores hold NaN (first: row {int(scores.isnan().any(1).nonzero()[0])})")
-    index = index_from_mask(relevant)
-    valid = index >= 0
-    thresholds = scores.gather(1, index.clamp(min=0))
-    counts = _count_at_least(scores.masked_fill(relevant, float('-inf')), thresholds.masked_fill(~valid, float('inf')))
-    n_nonrelevant = scores.shape[1] - valid.sum(1, keepdim=True)
-    counts = torch.where(thresholds == float('-inf'), n_nonrelevant, counts)  # masked entries are -inf too: do not count them
-    return _ranks_from_counts(thresholds, valid, counts)
+    return _ranks_of_pairs(_checked_scores(scores), *_relevant_pairs(relevant))
 
 # %% ../nbs/07_metrics.ipynb #f251b957
 def metrics_from_ranks(ranks:torch.Tensor,   # (queries, max R) ranks of the relevant items; NaN: padding, inf: not ranked
@@ -81,18 +145,17 @@ def metrics_from_ranks(ranks:torch.Tensor,   # (queries, max R) ranks of the rel
                       )->dict[str, np.ndarray]:
     "Per-query AP@k, R@k and first rank from the ranks of each query's relevant items."
     if normalize not in ('R', 'min'): raise ValueError(f"normalize must be 'R' or 'min', got {normalize!r}")
-    ranks = torch.as_tensor(ranks, dtype=torch.float64).sort(1).values  # NaN padding sorts last
-    valid = ~ranks.isnan()
-    R = valid.sum(1).double()
-    if (R == 0).any(): raise ValueError(f"{int((R == 0).sum())} queries have no relevant candidate (first: row {int((R == 0).nonzero()[0])})")
-    hits = valid.cumsum(1).double()  # i for the i-th relevant item
+    ranks = np.sort(torch.as_tensor(ranks, dtype=torch.float64).cpu().numpy(), axis=1)  # NaN padding sorts last
+    valid = ~np.isnan(ranks)
+    R = valid.sum(1).astype(np.float64)
+    if (R == 0).any(): raise ValueError(f"{int((R == 0).sum())} queries have no relevant candidate (first: row {int(np.flatnonzero(R == 0)[0])})")
+    hits = valid.cumsum(1)  # i for the i-th relevant item
     out = {}
     for k in map_ks:
-        inside = valid & (ranks <= k)
-        ap = torch.where(inside, hits / ranks, torch.zeros_like(ranks)).sum(1)
-        out[f'mAP@{k}'] = (ap / (R if normalize == 'R' else R.clamp(max=k))).numpy()
-    for k in recall_ks: out[f'R@{k}'] = ((valid & (ranks <= k)).sum(1) / R).numpy()
-    out['rank'] = ranks[:, 0].numpy()
+        ap = np.where(valid & (ranks <= k), hits / ranks, 0.0).sum(1)
+        out[f'mAP@{k}'] = ap / (R if normalize == 'R' else np.minimum(R, k))
+    for k in recall_ks: out[f'R@{k}'] = (valid & (ranks <= k)).sum(1) / R
+    out['rank'] = ranks[:, 0]
     return out
 
 def retrieval_metrics(scores:torch.Tensor,   # (queries, candidates) similarity
@@ -145,12 +208,29 @@ def chance_level(n_candidates:int, # N: candidates per query
     return sum((R / N + (r - 1) * pair) / r for r in range(1, min(k, N) + 1)) / R
 
 # %% ../nbs/07_metrics.ipynb #eb122a16
-def _with_chance(res:dict, n_candidates:int, n_relevant:torch.Tensor, map_ks, recall_ks)->dict:
+def _with_chance(res:dict, n_candidates:int, n_relevant:np.ndarray|torch.Tensor, map_ks, recall_ks)->dict:
     "Add the chance level of each metric (R = the mean relevant count, rounded) to a summary."
-    n_rel = int(n_relevant.float().mean().round())
+    n_rel = int(np.round(np.mean(np.asarray(n_relevant, dtype=np.float64))))
     for k in map_ks: res[f'chance_mAP@{k}'] = chance_level(n_candidates, n_rel, k)
     for k in recall_ks: res[f'chance_R@{k}'] = chance_level(n_candidates, n_rel, k, 'R')
     return res
+
+def _ranks_both_ways(sim:torch.Tensor,  # (n_queries, n_clips) float32
+                     query:np.ndarray,  # relevant pairs, grouped by query
+                     clip:np.ndarray,
+                    )->tuple[torch.Tensor, torch.Tensor]:
+    "Text→audio ranks (rows of `sim`) and audio→text ranks (its columns); on CPU one read of `sim` counts both."
+    by_clip = np.argsort(clip, kind='stable')
+    t_rows, valid_rows = _relevant_thresholds(sim, query, clip)
+    t_cols, valid_cols = _relevant_thresholds(sim.T, clip[by_clip], query[by_clip])
+    if sim.device.type == 'cpu' and sim.stride(1) == 1 and max(t_rows.shape[1], t_cols.shape[1]) <= 16:
+        # each block of rows is compared with its rows' thresholds and with every clip's, while it is in cache
+        rows, cols = _count_in_blocks(sim.numpy(), t_rows, np.ascontiguousarray(t_cols.T))
+        cols = cols.T
+    else:
+        rows, cols = (_count_at_least(s, torch.from_numpy(t).to(sim.device)) for s, t in ((sim, t_rows), (sim.T, t_cols)))
+    return (_ranks_from_counts(t_rows, valid_rows, rows, relevant_counted=True),
+            _ranks_from_counts(t_cols, valid_cols, cols, relevant_counted=True))
 
 def evaluate_relevance(sim:torch.Tensor,      # (n_queries, n_clips) similarity
                        relevant:torch.Tensor, # (n_queries, n_clips) bool; every query has a relevant clip
@@ -158,14 +238,19 @@ def evaluate_relevance(sim:torch.Tensor,      # (n_queries, n_clips) similarity
                        normalize:str='R',     # AP divisor with several relevant items: 'R' or 'min'
                       )->dict[str, dict[str, float]]:
     "Mean metrics, chance levels and query counts for text→audio and audio→text (a clip no query is relevant to is not an a2t query)."
+    if normalize not in ('R', 'min'): raise ValueError(f"normalize must be 'R' or 'min', got {normalize!r}")
+    if sim.shape != relevant.shape: raise ValueError(f"similarity {tuple(sim.shape)} and relevance {tuple(relevant.shape)} differ in shape")
+    sim = _checked_scores(sim)
+    query, clip = _relevant_pairs(relevant)  # one scan of the mask serves both directions
+    asked = {'t2a': np.bincount(query, minlength=sim.shape[0]) > 0, 'a2t': np.bincount(clip, minlength=sim.shape[1]) > 0}
+    if not asked['t2a'].all():
+        raise ValueError(f"{int((~asked['t2a']).sum())} queries have no relevant clip (first: row {int(np.flatnonzero(~asked['t2a'])[0])})")
     out = {}
-    for name, s, r in (('t2a', sim, relevant), ('a2t', sim.T, relevant.T)):
-        asked = r.any(1)
-        if not asked.all():
-            if name == 't2a': raise ValueError(f"{int((~asked).sum())} queries have no relevant clip (first: row {int((~asked).nonzero()[0])})")
-            s, r = s[asked], r[asked]
-        out[name] = _with_chance(summarize(retrieval_metrics(s, r, map_ks, recall_ks, normalize)), s.shape[1], r.sum(1), map_ks, recall_ks)
-        out[name]['queries'] = int(asked.sum())
+    for name, ranks in zip(('t2a', 'a2t'), _ranks_both_ways(sim, query, clip)):
+        ranks = ranks.numpy()[asked[name]]
+        per_query = metrics_from_ranks(ranks, map_ks, recall_ks, normalize)
+        out[name] = _with_chance(summarize(per_query), sim.shape[1 if name == 't2a' else 0], (~np.isnan(ranks)).sum(1), map_ks, recall_ks)
+        out[name]['queries'] = int(asked[name].sum())
     return out
 
 def evaluate_retrieval(sim:torch.Tensor,  # (n_captions, n_clips) similarity

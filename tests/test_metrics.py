@@ -1,13 +1,15 @@
-"""Metrics against a per-query loop reference (to 1e-9), the chunked search against the full matrix, the
-significance tools on cases with known answers, and submission files on the real Clotho evaluation captions."""
+"""Metrics against a per-query loop reference (to 1e-9) and the counted ranks against the sorted order (exactly, in
+every memory layout), the chunked search against the full matrix, the significance tools on cases with known
+answers, and submission files on the real Clotho evaluation captions."""
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from laretrieval.losses import positive_mask
-from laretrieval.metrics import (chunked_search, evaluate_embeddings, evaluate_retrieval, index_from_mask, loop_metrics,
-                                 metrics_from_ranks, ranked_relevance, relevant_index, relevant_ranks, retrieval_metrics)
+from laretrieval.metrics import (chunked_search, evaluate_embeddings, evaluate_relevance, evaluate_retrieval, index_from_mask,
+                                 loop_metrics, metrics_from_ranks, ranked_relevance, relevant_index, relevant_ranks,
+                                 retrieval_metrics, summarize)
 from laretrieval.significance import bootstrap_ci, paired_test
 from laretrieval.submission import (GroundTruth, evaluate_submission, export_submission, read_clotho_truth,
                                     read_relevance_file, read_score_table, relevance_mask, write_score_table)
@@ -51,11 +53,12 @@ CASES = {'single': lambda ties: clotho_like(40, 5, 0, ties), 'multi': lambda tie
 
 @pytest.mark.parametrize('case', CASES)
 @pytest.mark.parametrize('ties', [False, True])
-@pytest.mark.parametrize('direction', ['t2a', 'a2t'])
+@pytest.mark.parametrize('direction', ['t2a', 'a2t', 'a2t view'])
 @pytest.mark.parametrize('normalize', ['R', 'min'])
 def test_vectorised_equals_loop_reference(case, ties, direction, normalize):
     scores, relevant = CASES[case](ties)
     if direction == 'a2t': scores, relevant = scores.T.contiguous(), relevant.T.contiguous()
+    if direction == 'a2t view': scores, relevant = scores.T, relevant.T  # strided: counted down the columns, not copied
     ref = loop_metrics(scores, relevant, KS, KS, normalize)
     assert ties or len(np.unique(ref['rank'])) > 3  # a non-trivial case
     for fast in (retrieval_metrics(scores, relevant, KS, KS, normalize),
@@ -66,6 +69,84 @@ def test_vectorised_equals_loop_reference(case, ties, direction, normalize):
     order = ranked_relevance(scores, relevant)
     ranks = relevant_ranks(scores, relevant)
     for q in range(len(scores)): assert ranks[q, :int(relevant[q].sum())].tolist() == (order[q].nonzero()[:, 0] + 1.0).tolist()
+
+
+def sorted_positions(scores, relevant):
+    "(queries, max R) 1-based positions of the relevant items in the pessimistic sort (the definition), NaN padding."
+    order = ranked_relevance(scores, relevant)
+    out = torch.full((len(scores), max(1, int(relevant.sum(1).max()))), float('nan'), dtype=torch.float64)
+    for q in range(len(scores)):
+        at = order[q].nonzero()[:, 0] + 1.0
+        out[q, :len(at)] = at
+    return out
+
+
+def layouts(scores, relevant):
+    "The same matrices in every memory layout the counts handle: contiguous, transposed views, strided rows."
+    wide = torch.full((scores.shape[0], 2 * scores.shape[1]), 7.0); wide[:, ::2] = scores
+    yield 'contiguous', scores, relevant
+    yield 'column-major', scores.T.contiguous().T, relevant.T.contiguous().T
+    yield 'strided rows', wide[:, ::2], relevant
+    yield 'float64', scores.double(), relevant.to(torch.uint8)
+
+
+@pytest.mark.parametrize('relevant_per_query', ['one', 'several', 'many'])
+def test_counted_ranks_are_the_sorted_positions_exactly(relevant_per_query):
+    "Ties everywhere, ties exactly at the relevant scores, +-inf: the counts equal the sort in every layout, bit for bit."
+    g = torch.Generator().manual_seed(11)
+    for trial in range(12):
+        Q, N = int(torch.randint(1, 40, (1,), generator=g)), int(torch.randint(2, 60, (1,), generator=g))
+        scores = torch.randint(-2, 3, (Q, N), generator=g).float()  # five levels: most relevant scores are tied
+        scores[torch.rand(Q, N, generator=g) < 0.08] = float('inf'); scores[torch.rand(Q, N, generator=g) < 0.08] = float('-inf')
+        relevant = torch.zeros(Q, N, dtype=torch.bool)
+        relevant[torch.arange(Q), torch.randint(0, N, (Q,), generator=g)] = True
+        if relevant_per_query != 'one': relevant |= torch.rand(Q, N, generator=g) < (0.1 if relevant_per_query == 'several' else 0.6)
+        want = sorted_positions(scores, relevant)
+        want_metrics = metrics_from_ranks(want, KS, KS)
+        for name, s, r in layouts(scores, relevant):
+            got = relevant_ranks(s, r)
+            assert torch.equal(got.nan_to_num(-1), want.nan_to_num(-1)), (trial, name)
+            for key, value in metrics_from_ranks(got, KS, KS).items(): assert np.array_equal(value, want_metrics[key]), (trial, name, key)
+            if name == 'contiguous':  # the other direction, on the transposed view where every clip is asked
+                asked = r.any(0)
+                if asked.all(): assert torch.equal(relevant_ranks(s.T, r.T).nan_to_num(-1), sorted_positions(s.T, r.T).nan_to_num(-1))
+
+
+def test_tie_exactly_at_the_relevant_score_counts_against_it():
+    "k non-relevant candidates tied with the single relevant one push it to rank (higher ones) + k + 1."
+    scores = torch.tensor([[3.0, 2.0, 2.0, 2.0, 1.0], [2.0, 2.0, 2.0, 2.0, 2.0]])
+    relevant = torch.tensor([[False, False, True, False, False], [True, False, False, False, False]])
+    assert relevant_ranks(scores, relevant).tolist() == [[4.0], [5.0]]
+    assert relevant_ranks(scores.T.contiguous().T, relevant).tolist() == [[4.0], [5.0]]
+
+
+def test_evaluate_relevance_both_directions_equal_the_loop():
+    "Clotho-like (5 captions per clip, ties) with one clip no caption points to: a2t asks only the other clips."
+    scores, relevant = clotho_like(60, 5, 12, ties=True)
+    relevant[:, 59] = False; relevant[295:, 0] = True  # clip 59 unasked; the last captions also point to clip 0
+    res = evaluate_relevance(scores, relevant, KS, KS)
+    for name, s, r in (('t2a', scores, relevant), ('a2t', scores.T[:59], relevant.T[:59])):
+        want = summarize(loop_metrics(s, r, KS, KS))
+        for key, value in want.items(): assert res[name][key] == pytest.approx(value, abs=1e-12), (name, key)
+    assert (res['t2a']['queries'], res['a2t']['queries']) == (300, 59)
+    assert evaluate_relevance(scores.T.contiguous().T, relevant, KS, KS) == res  # column-major: each direction on its own
+    scores, relevant = clotho_like(12, 20, 13, ties=True)  # 20 captions per clip: audio->text counts by sorting
+    res = evaluate_relevance(scores, relevant, KS, KS)
+    for name, s, r in (('t2a', scores, relevant), ('a2t', scores.T, relevant.T)):
+        want = summarize(loop_metrics(s, r, KS, KS))
+        for key, value in want.items(): assert res[name][key] == pytest.approx(value, abs=1e-12), (name, key)
+    with pytest.raises(ValueError, match='1 queries have no relevant clip'):
+        bad = relevant.clone(); bad[3] = False; evaluate_relevance(scores, bad)
+    with pytest.raises(ValueError, match='NaN'):
+        nan = scores.clone(); nan[4, 2] = float('nan'); evaluate_relevance(nan, relevant)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
+def test_gpu_counts_equal_cpu():
+    for case in CASES.values():
+        scores, relevant = case(True)
+        for s, r in ((scores, relevant), (scores.T, relevant.T)):
+            assert torch.equal(relevant_ranks(s.cuda(), r.cuda()).nan_to_num(-1), relevant_ranks(s, r).nan_to_num(-1))
 
 
 def test_hand_computed_multi_positive_and_ties():
