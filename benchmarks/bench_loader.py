@@ -80,8 +80,8 @@ def main():
             warm = AudioCache(scratch / 'cache')
             prepare_audio(esc50, RATE, warm, progress=False)
             sets += [('ESC-50 32 kHz, cache off', esc50, 5.0, None), ('ESC-50 32 kHz, cache warm', esc50, 5.0, warm)]
-        for name, clips, seconds, cache in sets:
-            results = {w: run(name.split()[0], clips, seconds, cache, w, args, scratch) for w in (0, args.workers)}
+        for k, (name, clips, seconds, cache) in enumerate(sets):
+            results = {w: run(f'set{k}', clips, seconds, cache, w, args, scratch) for w in (0, args.workers)}
             same = results[0]['metrics'] == results[args.workers]['metrics']
             rows += [(name, w, r, same) for w, r in results.items()]
     print(f"training throughput, {args.epochs} epochs x {args.train_clips} clips, batch 32, {RATE} Hz, default model; "
