@@ -6,7 +6,7 @@ Docs: https://laretrieval.github.io/laretrieval/audio.html.md"""
 
 # %% ../nbs/01_audio.ipynb #7e7a3774
 from __future__ import annotations
-import errno, hashlib, logging, math
+import errno, hashlib, logging, math, os, tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +16,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import Settings, atomic_write, load_settings
+from .config import Settings, load_settings
 
 # %% auto #0
-__all__ = ['to_mono', 'resample', 'AudioFileError', 'decode_audio', 'AudioCache', 'load_audio', 'pad_or_crop', 'segment',
-           'segment_mask', 'mel_scale', 'kaldi_mel_banks', 'LogMelFrontEnd']
+__all__ = ['to_mono', 'resample', 'AudioFileError', 'decode_audio', 'write_entry', 'sync_written', 'AudioCache', 'load_audio',
+           'pad_or_crop', 'segment', 'segment_mask', 'mel_scale', 'kaldi_mel_banks', 'LogMelFrontEnd']
 
 # %% ../nbs/01_audio.ipynb #0d69416f
 def to_mono(wave:np.ndarray # (samples,) or (samples, channels)
@@ -40,7 +40,8 @@ class AudioFileError(ValueError):
     "An audio file that cannot be used; `reason` is 'undecodable', 'truncated', 'empty' or 'non-finite'."
     def __init__(self, path, reason:str, detail:str):
         super().__init__(f"audio file {path} {detail}")
-        self.path, self.reason = Path(path), reason
+        self.path, self.reason, self.detail = Path(path), reason, detail
+    def __reduce__(self): return type(self), (self.path, self.reason, self.detail)  # crosses process-pool boundaries intact
 
 def decode_audio(path:Path # an existing audio file
                 )->tuple[np.ndarray, int]:
@@ -63,10 +64,23 @@ def decode_audio(path:Path # an existing audio file
 _log = logging.getLogger('laretrieval')
 _unwritable = set()  # cache folders a write failed under in this process: not written to again
 
+def write_entry(entry:Path, wave:np.ndarray):
+    "Write `wave` as `.npy` under a temporary name beside `entry`, then rename it to `entry` (no fsync: the rename is the commit)."
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=f'.{entry.name}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f: np.save(f, wave.astype(np.float32, copy=False))
+        os.replace(tmp, entry)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True); raise  # never a partial entry, under either name
+
+def sync_written():
+    "Flush every written cache entry to disk at once (one `sync` instead of one `fsync` per entry)."
+    if hasattr(os, 'sync'): os.sync()
+
 def _save_entry(root:Path, entry:Path, wave:np.ndarray):
     "Write one cache entry atomically; a failed write warns once and marks `root` unwritable for this process."
-    try:
-        with atomic_write(entry, 'wb') as f: np.save(f, wave.astype(np.float32, copy=False))  # removes its file on error
+    try: write_entry(entry, wave)
     except OSError as e:
         _unwritable.add(root)
         _log.warning("audio cache: cannot write %s (%s: %s); not writing under %s again in this process, audio is decoded "
@@ -96,12 +110,12 @@ class AudioCache:
         return self.root/str(target_sr)/key[:2]/f"{key}.npy"
 
     def get(self, path:str|Path, target_sr:int)->np.ndarray|None:
-        "The cached waveform, or None (disabled, not yet cached, or an unreadable entry, which is then rebuilt)."
+        "The cached waveform (memory-mapped, copy-on-write), or None (disabled, not yet cached, or an unreadable entry, which is then rebuilt)."
         if not self.enabled: return None
         entry = self.entry(path, target_sr)
         if entry.exists():
             try:
-                wave = np.load(entry)
+                wave = np.load(entry, mmap_mode='c')  # pages are read when used; writes stay in this process
                 self.hits += 1
                 return wave
             except (OSError, ValueError, EOFError) as e: _log.warning("rebuilding unreadable audio cache entry %s (%s)", entry, e)

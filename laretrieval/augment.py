@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from .datasets import Clip, AudioCaptionDataset
+from .datasets import Clip, AudioCaptionDataset, SharedEpoch, item_generator
 from .corpora import read_caption_rows
 
 # %% auto #0
@@ -200,7 +200,7 @@ class AugmentDataset(Dataset):
                  cfg:AugmentConfig,               # probabilities and ranges
                  mixes:list[MixPair]=(),          # pairs an item of clip_a may be replaced by (needs cfg.mix_p > 0)
                  seed:int=0):
-        self.base, self.cfg, self.seed, self.epoch = base, cfg, seed, 0
+        self.base, self.cfg, self.seed, self.shared_epoch = base, cfg, seed, SharedEpoch()
         self.clips = {c.clip_id: c for c in base.clips}
         bad = [m.clip_id for m in mixes if m.clip_id in self.clips or m.clip_a not in self.clips or m.clip_b not in self.clips]
         if bad: raise ValueError(f"mix pair(s) {bad[:3]} reuse an original clip id or name a clip not in the dataset")
@@ -208,18 +208,23 @@ class AugmentDataset(Dataset):
         for m in mixes: self.mixes.setdefault(m.clip_a, []).append(m)
 
     def __len__(self): return len(self.base)
-    def set_epoch(self, epoch:int): self.epoch = epoch
+    @property
+    def epoch(self)->int: return int(self.shared_epoch)
+    def set_epoch(self, epoch:int):
+        "Draw new augmentations (and, in the wrapped dataset, new crops and captions) for `epoch`."
+        self.shared_epoch.set(epoch)
+        if hasattr(self.base, 'set_epoch'): self.base.set_epoch(epoch)
 
     def generator(self, i:int)->torch.Generator:
         "The random source of item `i` in the current epoch."
-        return torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1)[0]))
+        return item_generator(self.seed, self.epoch, i)
 
     def __getitem__(self, i):
         item, g, cfg = dict(self.base[i]), self.generator(i), self.cfg
         pairs = self.mixes.get(item['clip_id'], [])
         if pairs and torch.rand(1, generator=g) < cfg.mix_p:
             m = pairs[int(torch.randint(len(pairs), (1,), generator=g))]
-            audio = mix_at_snr(self.base.audio(self.clips[m.clip_a]), self.base.audio(self.clips[m.clip_b]), m.snr_db)
+            audio = mix_at_snr(self.base.audio(self.clips[m.clip_a], g), self.base.audio(self.clips[m.clip_b], g), m.snr_db)
             item = dict(clip_id=m.clip_id, audio=audio, captions=[m.caption])
         if cfg.gain_p > 0: item['audio'] = random_gain(item['audio'], cfg.gain_p, cfg.gain_db_min, cfg.gain_db_max, g)
         if cfg.word_p > 0:

@@ -73,7 +73,7 @@ def build_datasets(cfg:ExperimentConfig, settings:Settings|None=None)->Splits:
     seconds, cache = corpus.clip_seconds, AudioCache.from_settings(settings)
     train_clips = split_clips(clips, 'train')
     if cfg.extra_captions: train_clips = with_extra_captions(cfg.extra_captions, train_clips, clips, notes)
-    train_set = AudioCaptionDataset(train_clips, cfg.sample_rate, seconds, random_crop=True, cache=cache,
+    train_set = AudioCaptionDataset(train_clips, cfg.sample_rate, seconds, random_crop=True, cache=cache, seed=cfg.seed,
                                     per_caption=cfg.train_items == 'caption', random_caption=cfg.train_items == 'clip')
     if cfg.gain_p or cfg.word_p:
         train_set = AugmentDataset(train_set, AugmentConfig(gain_p=cfg.gain_p, specaug_p=cfg.specaug_p, word_p=cfg.word_p), seed=cfg.seed)

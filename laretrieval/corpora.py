@@ -6,21 +6,22 @@ Docs: https://laretrieval.github.io/laretrieval/corpora.html.md"""
 
 # %% ../nbs/02b_corpora.ipynb #94312e9a
 from __future__ import annotations
-import csv, io, json, logging, os, re, unicodedata
+import csv, io, json, logging, multiprocessing, os, re, sys, unicodedata
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .audio import AudioCache, AudioFileError, load_audio
+from .audio import AudioCache, AudioFileError, load_audio, sync_written
 from .datasets import Clip
 
 # %% auto #0
-__all__ = ['CLOTHO_SPLITS', 'WAVCAPS_SOURCES', 'AUDIO_EXTENSIONS', 'LoadReport', 'handle_bad', 'check_on_error',
+__all__ = ['CLOTHO_SPLITS', 'WAVCAPS_SOURCES', 'AUDIO_EXTENSIONS', 'POOL_MIN_FILES', 'LoadReport', 'handle_bad', 'check_on_error',
            'normalize_caption', 'decode_text', 'read_csv_rows', 'caption_columns', 'CaptionRow', 'read_caption_rows',
            'join_inside', 'read_caption_csv', 'read_clotho', 'read_audiocaps', 'item_captions', 'read_wavcaps',
-           'read_esc50', 'read_folder', 'prepare_audio']
+           'read_esc50', 'read_folder', 'audio_workers', 'decode_pool', 'check_file', 'prepare_audio']
 
 # %% ../nbs/02b_corpora.ipynb #0945005b
 _log = logging.getLogger('laretrieval')
@@ -421,23 +422,57 @@ def read_folder(folder:str|Path,           # folder of audio files
     return clips
 
 # %% ../nbs/02b_corpora.ipynb #0ebaa311
+POOL_MIN_FILES = 64  # fewer files are decoded in the calling process
+
+def audio_workers(workers:int|None=None)->int:
+    "`workers`, or (None) the number of cores this process may run on."
+    if workers is not None:
+        if workers < 1: raise ValueError(f"workers must be at least 1, got {workers}")
+        return workers
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+def decode_pool(workers:int)->ProcessPoolExecutor:
+    "A process pool for decoding: forked on Linux (nothing to import again), spawned elsewhere."
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('fork' if sys.platform.startswith('linux') else 'spawn'))
+
+def check_file(path:Path, sample_rate:int, cache:AudioCache|None)->tuple[Exception|None, int, int]:
+    "Decode `path` once (through `cache`): its error (None when usable) and the cache hits and misses it made."
+    hits, misses = (cache.hits, cache.misses) if cache is not None else (0, 0)
+    try: load_audio(path, sample_rate, cache); error = None
+    except (FileNotFoundError, AudioFileError) as e: error = e
+    return (error, cache.hits - hits, cache.misses - misses) if cache is not None else (error, 0, 0)
+
 def prepare_audio(clips:list[Clip],             # clips from any reader
                   sample_rate:int,              # the encoder's rate
                   cache:AudioCache|None=None,   # filled as a side effect
                   on_error:str='raise',         # 'raise' or 'skip'
                   report:LoadReport|None=None,  # skips are counted here
                   progress:bool=True,           # tqdm bar
+                  workers:int|None=None,        # decoding processes (None: every core; 1: this process only)
                  )->list[Clip]:
-    "The clips whose audio decodes, after decoding each file once (into `cache` when given)."
-    report, kept, checked = report if report is not None else LoadReport(), [], {}  # checked: path -> its error or None
+    "The clips whose audio decodes, after decoding each file once (into `cache` when given), on `workers` processes."
+    report, kept = report if report is not None else LoadReport(), []
     check_on_error(on_error)
-    for clip in tqdm(clips, desc='checking audio', disable=not progress):
+    paths = list(dict.fromkeys(c.path for c in clips if c.path is not None))  # each file once, in clip order
+    workers = min(audio_workers(workers), max(1, len(paths)))
+    pooled = workers > 1 and len(paths) >= POOL_MIN_FILES
+    if not pooled: results = (check_file(p, sample_rate, cache) for p in paths)
+    else:
+        pool = decode_pool(workers)
+        results = pool.map(check_file, paths, [sample_rate] * len(paths), [cache] * len(paths),
+                           chunksize=max(1, min(32, len(paths) // (8 * workers))))
+    checked, written = {}, 0  # checked: path -> its error or None
+    try:
+        for path, (error, hits, misses) in tqdm(zip(paths, results), total=len(paths), desc='checking audio', disable=not progress):
+            if pooled and cache is not None: cache.hits += hits; cache.misses += misses  # the workers counted on copies
+            written += misses and error is None
+            if error is not None and on_error == 'raise': raise error
+            checked[path] = error
+    finally:
+        if pooled: pool.shutdown(cancel_futures=True)
+        if cache is not None and cache.enabled and written: sync_written()  # one flush for every entry written
+    for clip in clips:
         if clip.path is None: kept.append(clip); continue
-        if clip.path not in checked:
-            try: load_audio(clip.path, sample_rate, cache); checked[clip.path] = None
-            except (FileNotFoundError, AudioFileError) as e:
-                if on_error == 'raise': raise
-                checked[clip.path] = e
         if (e := checked[clip.path]) is not None:
             reason = 'missing audio' if isinstance(e, FileNotFoundError) else f'{e.reason} audio'
             handle_bad(on_error, report, reason, f"clip {clip.clip_id!r}: {e}"); continue

@@ -18,8 +18,9 @@ from torch.utils.data import Dataset
 from .audio import AudioCache, load_audio, pad_or_crop, segment_mask
 
 # %% auto #0
-__all__ = ['EVENT_KINDS', 'Clip', 'AudioCaptionDataset', 'collate', 'SoundEvent', 'sample_event', 'event_seconds', 'render_event',
-           'render_clip', 'describe_event', 'caption_clip', 'make_builtin_set', 'split_clips']
+__all__ = ['EVENT_KINDS', 'Clip', 'item_generator', 'SharedEpoch', 'AudioCaptionDataset', 'collate', 'loader_options',
+           'SoundEvent', 'sample_event', 'event_seconds', 'render_event', 'render_clip', 'describe_event',
+           'caption_clip', 'make_builtin_set', 'split_clips']
 
 # %% ../nbs/02_datasets.ipynb #7b094a8e
 @dataclass
@@ -33,6 +34,17 @@ class Clip:
     sample_rate:int|None = None      # rate of `waveform`
     meta:dict = field(default_factory=dict) # corpus-specific extras (e.g. the events of a generated clip)
 
+# %% ../nbs/02_datasets.ipynb #1f57a669
+def item_generator(seed:int, epoch:int, item:int, *stream:int)->torch.Generator:
+    "A torch generator determined by (seed, epoch, item[, stream]) alone: the same draws in any process or worker."
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, item, *stream]).generate_state(1)[0]))
+
+class SharedEpoch:
+    "An epoch number in shared memory: DataLoader workers, persistent ones included, see `set` from the training process."
+    def __init__(self, epoch:int=0): self.value = torch.full((), epoch, dtype=torch.long).share_memory_()
+    def set(self, epoch:int): self.value.fill_(epoch)
+    def __int__(self): return int(self.value)
+
 # %% ../nbs/02_datasets.ipynb #f5aeafdd
 class AudioCaptionDataset(Dataset):
     "Items of (clip id, waveform, captions): one per caption or one per clip (all captions, or one at random)."
@@ -43,21 +55,30 @@ class AudioCaptionDataset(Dataset):
                  random_crop:bool=False,    # crop long clips at a random offset (training)
                  random_caption:bool=False, # per-clip items carry one random caption (training on clips)
                  cache:AudioCache|None=None, # decoded-audio cache for clips read from files
+                 seed:int=0,                # random crops and captions are drawn from (seed, epoch, item)
                 ):
         if not clips: raise ValueError("AudioCaptionDataset needs at least one clip")
         for c in clips:
             if not c.captions: raise ValueError(f"clip {c.clip_id!r} has no captions")
             if c.path is None and c.waveform is None: raise ValueError(f"clip {c.clip_id!r} has neither a path nor a waveform")
         self.clips, self.sample_rate, self.per_caption, self.random_crop = clips, sample_rate, per_caption, random_crop
-        self.cache = cache
+        self.cache, self.seed, self.shared_epoch = cache, seed, SharedEpoch()
         self.random_caption = random_caption and not per_caption
         self.max_samples = int(round(max_seconds * sample_rate))
         self.index = [(i, j) for i, c in enumerate(clips) for j in range(len(c.captions))] if per_caption else \
                      [(i, None) for i in range(len(clips))]
 
     def __len__(self): return len(self.index)
+    def set_epoch(self, epoch:int): self.shared_epoch.set(epoch)  # random crops and captions are drawn anew
+    @property
+    def epoch(self)->int: return int(self.shared_epoch)
 
-    def audio(self, clip:Clip)->torch.Tensor:
+    def generator(self, i:int)->torch.Generator:
+        "The random source of item `i`'s crop and caption in the current epoch."
+        return item_generator(self.seed, self.epoch, i, 1)  # stream 1: apart from the augmentations' draws of the item
+
+    def audio(self, clip:Clip, generator:torch.Generator|None=None # random crop offsets (None: torch's global generator)
+             )->torch.Tensor:
         "The clip's waveform at the dataset's rate, cropped to `max_seconds` (random offset when training)."
         if clip.waveform is not None:
             if clip.sample_rate != self.sample_rate:
@@ -65,15 +86,16 @@ class AudioCaptionDataset(Dataset):
             wave = torch.from_numpy(clip.waveform)
         else: wave = torch.from_numpy(load_audio(clip.path, self.sample_rate, self.cache))
         if wave.shape[-1] > self.max_samples:
-            wave = pad_or_crop(wave, self.max_samples, offset=None if self.random_crop else 0)
+            wave = pad_or_crop(wave, self.max_samples, offset=None if self.random_crop else 0, generator=generator)
         return wave
 
     def __getitem__(self, i):
         clip_index, caption_index = self.index[i]
         clip = self.clips[clip_index]
-        if self.random_caption: caption_index = int(torch.randint(len(clip.captions), (1,)))
+        g = self.generator(i) if self.random_crop or self.random_caption else None
+        if self.random_caption: caption_index = int(torch.randint(len(clip.captions), (1,), generator=g))
         captions = clip.captions if caption_index is None else [clip.captions[caption_index]]
-        return dict(clip_id=clip.clip_id, audio=self.audio(clip), captions=captions)
+        return dict(clip_id=clip.clip_id, audio=self.audio(clip, g), captions=captions)
 
 # %% ../nbs/02_datasets.ipynb #15b0d722
 def collate(items:list[dict],           # dataset items (clip_id, audio, captions)
@@ -95,6 +117,17 @@ def collate(items:list[dict],           # dataset items (clip_id, audio, caption
                  captions=[it['captions'] for it in items])
     if segment_len is not None: batch['segment_mask'] = segment_mask(lengths, segment_len, total // segment_len)
     return batch
+
+# %% ../nbs/02_datasets.ipynb #5fde36f4
+def loader_options(num_workers:int=0,        # worker processes (0: items are made in the calling process)
+                   pin_memory:bool=False,    # page-locked batches (set on CUDA: faster, asynchronous copies)
+                   persistent:bool=False,    # keep the workers between iterations (epochs)
+                   prefetch_factor:int=2,    # batches each worker prepares ahead
+                  )->dict:
+    "`DataLoader` keyword arguments for `num_workers` worker processes."
+    if num_workers < 0: raise ValueError(f"num_workers must be 0 or more, got {num_workers}")
+    if num_workers == 0: return dict(num_workers=0, pin_memory=pin_memory)
+    return dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent, prefetch_factor=prefetch_factor)
 
 # %% ../nbs/02_datasets.ipynb #001b30a5
 EVENT_KINDS = ('tone', 'chirp', 'noise', 'clicks', 'rhythm')

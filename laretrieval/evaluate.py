@@ -72,10 +72,11 @@ def file_queries(path:str|Path,                       # DCASE 2025 relevance fil
 
 # %% ../nbs/08b_evaluate.ipynb #e20b3585
 def score_texts(model:DualEncoder, dataset:AudioCaptionDataset, texts:list[str], batch_size:int=64,
-                device:str|torch.device='cpu', progress:bool=False)->torch.Tensor:
+                device:str|torch.device='cpu', progress:bool=False,
+                num_workers:int=0)->torch.Tensor: # num_workers: DataLoader processes decoding the clips
     "(texts, clips) scores on the CPU, computed in eval mode."
     text = embed_texts(model, texts, batch_size, device, progress)
-    return score_embeddings(model, text, embed_clips(model, dataset, batch_size, device, progress), device)
+    return score_embeddings(model, text, embed_clips(model, dataset, batch_size, device, progress, num_workers), device)
 
 @dataclass
 class SplitEvaluation:
@@ -87,10 +88,10 @@ class SplitEvaluation:
 
 def evaluate_split(model:DualEncoder, dataset:AudioCaptionDataset, queries:Queries|None=None, # default: caption_queries(dataset)
                    map_ks=(10, 16), recall_ks=(1, 5, 10), batch_size:int=64, device:str|torch.device='cpu',
-                   progress:bool=False)->SplitEvaluation:
+                   progress:bool=False, num_workers:int=0)->SplitEvaluation:
     "Scores, mean metrics (both directions) and text→audio per-query metrics of a split."
     queries = queries if queries is not None else caption_queries(dataset)
-    scores = score_texts(model, dataset, queries.texts, batch_size, device, progress)
+    scores = score_texts(model, dataset, queries.texts, batch_size, device, progress, num_workers)
     return SplitEvaluation(evaluate_relevance(scores, queries.relevant, map_ks, recall_ks),
                            retrieval_metrics(scores, queries.relevant, map_ks, recall_ks), scores, queries)
 

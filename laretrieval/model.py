@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .config import ExperimentConfig
-from .datasets import AudioCaptionDataset, collate
+from .datasets import AudioCaptionDataset, collate, loader_options
 from .encoders import Projection
 from .modelfolder import read_model_folder, write_model_folder
 from .pooling import masked_mean, TextAwareAttentionPooling
@@ -140,24 +140,29 @@ def embed_texts(model:DualEncoder, texts:list[str], # captions or queries, repea
 
 @torch.no_grad()
 def embed_clips(model:DualEncoder, dataset:AudioCaptionDataset, # per-clip dataset (per_caption=False)
-                batch_size:int=64, device:str|torch.device='cpu', progress:bool=False)->AudioEmbedding:
+                batch_size:int=64, device:str|torch.device='cpu', progress:bool=False,
+                num_workers:int=0, # DataLoader processes decoding the audio (0: in this process)
+               )->AudioEmbedding:
     "Unit clip embeddings (on the CPU) in the dataset's clip order, computed in batches of clip-id order."
     if dataset.per_caption: raise ValueError("embed_clips needs a per-clip dataset (per_caption=False)")
     order = sorted(range(len(dataset.clips)), key=lambda i: dataset.clips[i].clip_id)
     was_training = model.training; model.eval()
     parts = []
-    for batch in tqdm(DataLoader(Subset(dataset, order), batch_size=batch_size, collate_fn=collate), disable=not progress, desc='embed clips', leave=False):
-        emb = model.encode_audio(batch['waveforms'].to(device), batch['lengths'].to(device))
+    # one pass per call: workers are not kept (persistent) between calls
+    loader = DataLoader(Subset(dataset, order), batch_size=batch_size, collate_fn=collate,
+                        **loader_options(num_workers, pin_memory=torch.device(device).type == 'cuda'))
+    for batch in tqdm(loader, disable=not progress, desc='embed clips', leave=False):
+        emb = model.encode_audio(batch['waveforms'].to(device, non_blocking=True), batch['lengths'].to(device, non_blocking=True))
         parts.append(AudioEmbedding(*[x.cpu() if x is not None else None for x in emb]))
     model.train(was_training)
     back = torch.empty(len(order), dtype=torch.long); back[order] = torch.arange(len(order))
     return AudioEmbedding(*[x[back] if x is not None else None for x in cat_audio_embeddings(parts)])
 
 def embed_split(model:DualEncoder, dataset:AudioCaptionDataset, # per-clip dataset (per_caption=False)
-                batch_size:int=64, device:str|torch.device='cpu', progress:bool=False)->dict:
+                batch_size:int=64, device:str|torch.device='cpu', progress:bool=False, num_workers:int=0)->dict:
     "Embeddings of all clips and all captions of `dataset`, with their clip ids."
     captions = [c for clip in dataset.clips for c in clip.captions]
-    return dict(audio=embed_clips(model, dataset, batch_size, device, progress), text=embed_texts(model, captions, batch_size, device, progress),
+    return dict(audio=embed_clips(model, dataset, batch_size, device, progress, num_workers), text=embed_texts(model, captions, batch_size, device, progress),
                 audio_ids=[c.clip_id for c in dataset.clips], text_ids=[c.clip_id for c in dataset.clips for _ in c.captions])
 
 # %% ../nbs/08_model.ipynb #efc7b3ce

@@ -39,7 +39,7 @@ def test_and_save(model:DualEncoder, result:TrainResult, test_set:AudioCaptionDa
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     model.load_state_dict(result.best_state)
     queries = queries if queries is not None else caption_queries(test_set, cfg.positives)
-    ev = evaluate_split(model, test_set, queries, cfg.map_ks, cfg.recall_ks, cfg.eval_batch_size, device)
+    ev = evaluate_split(model, test_set, queries, cfg.map_ks, cfg.recall_ks, cfg.eval_batch_size, device, num_workers=cfg.num_workers)
     with atomic_write(out / 'per_query_t2a.csv') as f:
         pd.DataFrame(dict(query=range(len(queries.keys)), key=queries.keys, **ev.per_query)).to_csv(f, index=False)
     with atomic_write(out / 'history.csv') as f: pd.DataFrame(result.history).to_csv(f, index=False)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .checkpoints import (JsonlLog, atomic_save, check_resumable, load_checkpoint, remove_stale_temporaries,
                                      rng_state, set_rng_state)
 from .config import ExperimentConfig, resolve_device
-from .datasets import AudioCaptionDataset, collate
+from .datasets import AudioCaptionDataset, collate, loader_options
 from .distributed import gather_audio, gather_objects, gather_tensor
 from .evaluate import Queries, caption_queries, evaluate_split
 from .losses import positive_mask
@@ -31,8 +31,9 @@ from .objectives import CombinedLoss, ScoredBatch
 from .trackers import close_loggers, make_loggers, start_tracking
 
 # %% auto #0
-__all__ = ['warmup_cosine', 'EpochBatches', 'TrainingStep', 'reached_leaves', 'unreachable_parameters', 'check_reach',
-           'make_fabric', 'param_groups', 'TrainingState', 'TrainResult', 'validation_row', 'Trainer', 'train']
+__all__ = ['TIMING_KEYS', 'warmup_cosine', 'EpochBatches', 'TrainingStep', 'reached_leaves', 'unreachable_parameters',
+           'check_reach', 'make_fabric', 'param_groups', 'TrainingState', 'TrainResult', 'validation_row', 'Trainer',
+           'DataWait', 'train']
 
 # %% ../nbs/11_train.ipynb #86410579
 def warmup_cosine(optimizer:torch.optim.Optimizer, warmup_steps:int, total_steps:int, min_lr:float=1e-7):
@@ -167,8 +168,10 @@ class Trainer:
         check_reach(step, train_set, fabric)
         self.val_queries = val_queries if val_queries is not None else caption_queries(val_set, cfg.positives) if self.rank == 0 else None
         self.sampler = EpochBatches(len(train_set), cfg.batch_size // self.world, cfg.seed, self.rank, self.world)
-        # the loader's own generator keeps its per-epoch base seed out of the global RNG (a resume must not shift it)
-        self.loader = DataLoader(train_set, batch_sampler=self.sampler, collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed))
+        # the loader's own generator keeps its per-epoch base seed out of the global RNG (a resume must not shift it);
+        # items draw from (seed, epoch, item) alone, so any number of workers gives the same batches
+        self.loader = DataLoader(train_set, batch_sampler=self.sampler, collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed),
+                                 **loader_options(cfg.num_workers, pin_memory=fabric.device.type == 'cuda', persistent=True))
         steps_per_epoch = len(self.sampler) // cfg.accumulate_batches
         if steps_per_epoch == 0:
             raise ValueError(f"training set of {len(train_set)} items gives {len(self.sampler)} batches of {cfg.batch_size}, "
@@ -178,7 +181,7 @@ class Trainer:
         self.out = Path(output_dir) if output_dir else None
         self.log = JsonlLog(self.out / 'log.jsonl' if self.out is not None and self.rank == 0 else None)
         self.last, self.best_path = (self.out / 'last.ckpt', self.out / 'best.ckpt') if self.out is not None else (None, None)
-        self.state, self.result = TrainingState(), TrainResult()
+        self.state, self.result, self.clock = TrainingState(), TrainResult(), None  # clock: the epoch's DataWait
         if self.out is not None and self.rank == 0 and self.out.exists(): remove_stale_temporaries(self.out)  # left by a kill during a write
 
 # %% ../nbs/11_train.ipynb #9bc886a1
@@ -220,16 +223,47 @@ def check_finite(self:Trainer, terms:dict, epoch:int, batch:int):
                              f"writing a checkpoint. Last good checkpoint: {where}")
 
 @patch
-def optimizer_step(self:Trainer, terms:dict, epoch:int, batch:int)->dict:
+def optimizer_step(self:Trainer, terms:dict, epoch:int, batch:int,
+                   clock:DataWait|None=None, # the loader's wait clock: the step's data-wait share and clips/s go in the record
+                  )->dict:
     "Clip, step the optimizer and the schedule, count the step, and log it; returns the log record."
     cfg, opt = self.cfg, self.optimizer
     if cfg.grad_clip: self.fabric.clip_gradients(self.fabric_step, opt, max_norm=cfg.grad_clip, error_if_nonfinite=False)
     lrs = {f"lr_{g.get('name', i)}": g['lr'] for i, g in enumerate(opt.param_groups)}  # the rates of this step
     opt.step(); opt.zero_grad(set_to_none=True); self.scheduler.step()
     self.state.step += 1; self.state.batch = batch
-    record = dict(kind='step', step=self.state.step, epoch=epoch, batch=batch, **{k: v.item() for k, v in terms.items()}, **lrs)
+    timing = clock.lap(cfg.batch_size * cfg.accumulate_batches) if clock is not None else {}
+    record = dict(kind='step', step=self.state.step, epoch=epoch, batch=batch, **{k: v.item() for k, v in terms.items()}, **lrs, **timing)
     self.log.write(record); self.fabric.log_dict({f'train/{k}': v.item() for k, v in terms.items()}, step=self.state.step)
     return record
+
+# %% ../nbs/11_train.ipynb #9ddd5194
+TIMING_KEYS = ('seconds', 'data_wait', 'step_s', 'clips_per_s')  # log fields that measure time (differ between equal runs)
+
+class DataWait:
+    "An iterator over `batches` that clocks the seconds spent waiting for each; `lap` reads and restarts the step's clock."
+    def __init__(self, batches):
+        self.batches, self.waited, self.since = iter(batches), 0.0, time.perf_counter()
+        self.total_waited, self.total_seconds, self.total_items = 0.0, 0.0, 0
+    def __iter__(self): return self
+    def __next__(self):
+        start = time.perf_counter()
+        try: return next(self.batches)
+        finally: self.waited += time.perf_counter() - start
+
+    def lap(self, items:int # items of the step (the global batch: every process steps together)
+           )->dict:
+        "The data-wait share, seconds and items per second since the last lap (or the start)."
+        now = time.perf_counter(); seconds = max(now - self.since, 1e-9)
+        self.total_waited += self.waited; self.total_seconds += seconds; self.total_items += items
+        lap = dict(data_wait=self.waited / seconds, step_s=seconds, clips_per_s=items / seconds)
+        self.waited, self.since = 0.0, now
+        return lap
+
+    def totals(self)->dict:
+        "The data-wait share and items per second over every lap so far."
+        seconds = max(self.total_seconds, 1e-9)
+        return dict(data_wait=self.total_waited / seconds, clips_per_s=self.total_items / seconds)
 
 # %% ../nbs/11_train.ipynb #69e6984e
 @patch
@@ -239,8 +273,8 @@ def train_epoch(self:Trainer, epoch:int):
     if hasattr(self.train_set, 'set_epoch'): self.train_set.set_epoch(epoch)  # augmentations draw anew each epoch
     self.sampler.set_epoch(epoch, state.batch)
     self.step.train()  # from_pretrained returns modules in eval mode; validation leaves them as it found them
-    batches = itertools.islice(self.loader, self.batches_used - state.batch)  # never fetches the skipped tail
-    bar = tqdm(batches, total=self.batches_used - state.batch, desc=f'epoch {epoch}/{cfg.epochs}',
+    self.clock = clock = DataWait(itertools.islice(self.loader, self.batches_used - state.batch))  # never fetches the skipped tail
+    bar = tqdm(clock, total=self.batches_used - state.batch, desc=f'epoch {epoch}/{cfg.epochs}',
                disable=not self.progress or self.rank != 0, leave=False, mininterval=5)
     for b, batch in enumerate(bar, start=state.batch):
         syncs = (b + 1) % cfg.accumulate_batches == 0
@@ -251,8 +285,8 @@ def train_epoch(self:Trainer, epoch:int):
             self.fabric.backward(terms['total'] / cfg.accumulate_batches)
         state.epoch_losses.append(terms['total'].item())
         if not syncs: continue
-        record = self.optimizer_step(terms, epoch, b + 1)
-        bar.set_postfix(loss=f"{record['total']:.3f}", refresh=False)
+        record = self.optimizer_step(terms, epoch, b + 1, clock)
+        bar.set_postfix(loss=f"{record['total']:.3f}", data_wait=f"{record['data_wait']:.0%}", refresh=False)
         if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and b + 1 < self.batches_used: self.save_last()
 
 # %% ../nbs/11_train.ipynb #22461235
@@ -261,11 +295,12 @@ def end_epoch(self:Trainer, epoch:int, seconds:float)->dict:
     "Validate, record the epoch, keep the best weights, write last.ckpt; returns the epoch's history row."
     cfg, state, result = self.cfg, self.state, self.result
     val = evaluate_split(self.model, self.val_set, self.val_queries, cfg.map_ks, cfg.recall_ks, cfg.eval_batch_size,
-                         self.fabric.device).metrics if self.rank == 0 else None
+                         self.fabric.device, num_workers=cfg.num_workers).metrics if self.rank == 0 else None
     val = self.fabric.broadcast(val, src=0)
     row = dict(epoch=epoch, train_loss=float(np.mean(state.epoch_losses)), seconds=seconds, **validation_row(val))
     result.history.append(row)
-    self.log.write(dict(kind='epoch', step=state.step, **row))
+    timing = self.clock.totals() if self.clock is not None else {}  # this process's epoch (since a resume)
+    self.log.write(dict(kind='epoch', step=state.step, **row, **timing))
     chosen = row[f'val_{cfg.val_metric}']  # the metric that picks the checkpoint
     self.fabric.log_dict({f'val/{cfg.val_metric}': chosen, 'train/epoch_loss': row['train_loss']}, step=state.step)
     if chosen > state.best:
@@ -276,7 +311,8 @@ def end_epoch(self:Trainer, epoch:int, seconds:float)->dict:
     state.epoch, state.batch, state.epoch_losses = epoch + 1, 0, []
     self.save_last()
     if self.progress and self.rank == 0:
-        print(f"epoch {epoch}: loss {row['train_loss']:.3f}  val {cfg.val_metric} {chosen:.3f}  ({seconds:.0f}s)")
+        speed = f", {timing['clips_per_s']:.0f} clips/s, data wait {timing['data_wait']:.0%}" if timing else ''
+        print(f"epoch {epoch}: loss {row['train_loss']:.3f}  val {cfg.val_metric} {chosen:.3f}  ({seconds:.0f}s{speed})")
     return row
 
 # %% ../nbs/11_train.ipynb #1a58a33f

@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from laretrieval.train import TIMING_KEYS
 from tiny import offline_env
 
 CLI = [sys.executable, '-m', 'laretrieval.cli', 'train', '--quiet']
@@ -33,25 +34,27 @@ def wait_for_step(run:Path, proc, epoch:int, batch:int, timeout:float=600):
     raise AssertionError('timed out waiting for the run to reach the kill point')
 
 @pytest.mark.slow
-def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize('workers', [0, 2])  # the interrupted run loads in 2 worker processes; the reference never does
+def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, workers):
     full, cut = tmp_path / 'full', tmp_path / 'cut'
     done = subprocess.run(train_command(full), capture_output=True, text=True, env=ENV, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    proc = subprocess.Popen(train_command(cut), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    loading = ['--set', f'num_workers={workers}']
+    proc = subprocess.Popen(train_command(cut, *loading), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
     try: wait_for_step(cut, proc, epoch=2, batch=5)
     finally: proc.send_signal(signal.SIGKILL); proc.wait()
     assert proc.returncode == -signal.SIGKILL and not (cut / 'metrics.json').exists()
     saved = torch.load(cut / 'last.ckpt', weights_only=False)['position']
     assert saved['epoch'] == 2 and 0 < saved['batch'] < 10, saved  # the checkpoint is in the middle of epoch 2
-    resumed = subprocess.run(train_command(cut, '--resume'), capture_output=True, text=True, env=ENV, timeout=900)
+    resumed = subprocess.run(train_command(cut, *loading, '--resume'), capture_output=True, text=True, env=ENV, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     assert json.loads((cut / 'metrics.json').read_text()) == json.loads((full / 'metrics.json').read_text())
     drop = ['seconds']
     pd.testing.assert_frame_equal(pd.read_csv(cut / 'history.csv').drop(columns=drop), pd.read_csv(full / 'history.csv').drop(columns=drop))
     # the log reads as one run: every step once, with the uninterrupted run's losses and learning rates
-    strip = lambda rows: [{k: v for k, v in r.items() if k != 'seconds'} for r in rows]
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
     assert strip(steps(cut)) == strip(steps(full))
     a = torch.load(cut / 'checkpoint.pt', weights_only=False)['state_dict']; b = torch.load(full / 'checkpoint.pt', weights_only=False)['state_dict']
     assert all(torch.equal(a[k], b[k]) for k in b)
