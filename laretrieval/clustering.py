@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
@@ -194,6 +193,7 @@ def plot_cluster_sizes(sizes:np.ndarray,          # captions per cluster
     order = np.argsort(-sizes, kind='stable')
     fig = Figure(figsize=(max(4, 0.3 * len(sizes)), 3), layout='constrained')
     ax = fig.subplots()
+    from laretrieval.package import require; sns = require('seaborn', 'studies', 'the cluster size plot')
     sns.barplot(x=[str(c) for c in order], y=sizes[order], color='tab:blue', ax=ax)
     ax.set(xlabel='cluster', ylabel='captions', title=f'{len(sizes)} clusters, {int(sizes.sum())} captions')
     if path is not None: fig.savefig(path, dpi=120)

@@ -6,7 +6,7 @@ Docs: https://laretrieval.github.io/laretrieval/package.html.md"""
 
 # %% ../nbs/00c_package.ipynb #a00261a5
 from __future__ import annotations
-import importlib, importlib.resources
+import importlib, importlib.resources, importlib.util
 from pathlib import Path
 
 # %% auto #0
@@ -46,7 +46,8 @@ def require(module:str,   # the module to import, e.g. 'seaborn' or 'submitit.he
     "Import `module`; when its package is missing, raise `MissingExtra` naming `pip install \"laretrieval[<extra>]\"`."
     if extra not in EXTRAS: raise ValueError(f"unknown extra {extra!r}; extras: {sorted(EXTRAS)}")
     try: return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name != module.split('.')[0]: raise  # the package is there and something inside it, or a module it needs, is missing: a real error
-        raise MissingExtra(f"{purpose or EXTRAS[extra]} needs the optional package {e.name!r}, which is not installed: "
-                           f'pip install "laretrieval[{extra}]"', name=e.name) from None
+    except ModuleNotFoundError:
+        package = module.split('.')[0]
+        if importlib.util.find_spec(package) is not None: raise  # the package is there: a module inside it, or one it needs, is missing
+        raise MissingExtra(f"{purpose or EXTRAS[extra]} needs the optional package {package!r}, which is not installed: "
+                           f'pip install "laretrieval[{extra}]"', name=package) from None
