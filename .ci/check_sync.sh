@@ -4,7 +4,7 @@ set -euo pipefail
 bin=${1:-.venv/bin}
 snapshot=$(mktemp -d)
 trap 'rm -rf "$snapshot"' EXIT
-cp -r nbs laretrieval "$snapshot"/
+cp -r nbs laretrieval data "$snapshot"/  # data/: where the links of laretrieval/data lead
 "$bin"/nbdev-export
 "$bin"/nbdev-clean
 status=0
