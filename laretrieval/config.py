@@ -10,8 +10,6 @@ import configparser, contextlib, math, os, random, tempfile, typing
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 
-import numpy as np
-
 from .registry import AUDIO_ENCODERS, CONTRASTIVE_LOSSES, CORPORA
 
 # %% auto #0
@@ -246,7 +244,7 @@ class ExperimentConfig(RunFields, EvalFields, StageFields, OptimFields, ModelFie
         for f in fields(self):
             check_type(f.name, getattr(self, f.name), hints[f.name]); check_allowed(f.name, getattr(self, f.name), hints[f.name])
         if self.device not in ('', 'auto'):
-            import torch  # here, not at the top: `laretrieval train --help` reads the fields without loading torch
+            import torch  # here, not at the top: `laretrieval train --help` reads the fields without loading torch (or numpy)
             try: torch.device(self.device)
             except RuntimeError as e: raise ValueError(f"parameter 'device' is {self.device!r}, not a torch device ({e}); "
                                                        "use '' (settings.ini), 'cpu', 'cuda' or 'cuda:N'") from None
@@ -288,7 +286,7 @@ def params_from_namespace(namespace:dict, # the notebook's `globals()`
 def seed_everything(seed:int # the one seed for python, numpy and torch
                    ):
     "Seed every generator a run uses and ask torch for deterministic algorithms."
-    import torch
+    import numpy as np, torch  # here, not at the top: reading a config (e.g. `--help`) needs neither
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
     os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
     torch.use_deterministic_algorithms(True, warn_only=True)

@@ -120,11 +120,11 @@ def test_shipped_files_are_the_checkout_files():
     assert PROMPTS_DIR == shipped('prompts') and load_prompt('merge').fields == {'caption_a', 'caption_b'}
 
 
-def test_train_help_lists_every_field_and_default_without_torch():
-    "`laretrieval train --help` is the parameter reference: every field, its default and its comment; it loads no torch."
+def test_train_help_lists_every_field_and_default_without_torch_or_numpy():
+    "`laretrieval train --help` is the parameter reference: every field, its default and its comment; it loads no torch (nor numpy, pandas): it answers at once."
     code = ("import io, contextlib, json, sys\nfrom laretrieval.cli import main\nout = io.StringIO()\n"
             "with contextlib.redirect_stdout(out):\n    try: main(['train', '--help'])\n    except SystemExit: pass\n"
-            "print(json.dumps(dict(help=out.getvalue(), heavy=sorted(m for m in ('torch', 'pandas', 'transformers') if m in sys.modules))))")
+            "print(json.dumps(dict(help=out.getvalue(), heavy=sorted(m for m in ('torch', 'numpy', 'pandas', 'transformers') if m in sys.modules))))")
     done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True, env={**os.environ, 'COLUMNS': '200'})
     result = json.loads(done.stdout)
     assert result['heavy'] == [], result['heavy']
