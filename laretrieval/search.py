@@ -275,10 +275,8 @@ def exact_searcher(vectors:np.ndarray, # (N, D) float32 unit vectors
 def faiss_searcher(vectors:np.ndarray # (N, D) float32 unit vectors
                   ):
     "A function (queries, k) -> (scores, rows), best first, by a FAISS flat inner-product index (exact)."
-    try: import faiss
-    except ImportError:
-        raise ImportError('searching this many vectors uses FAISS, which is not installed: pip install "laretrieval[search]" '
-                          '(or raise exact_below to search exactly without it)') from None
+    from laretrieval.package import require
+    faiss = require('faiss', 'search', 'searching this many vectors (or raise exact_below to search exactly without it)')
     index = faiss.IndexFlatIP(vectors.shape[1]); index.add(np.ascontiguousarray(vectors, dtype=np.float32))
     return lambda queries, k: index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
@@ -455,7 +453,8 @@ def plot_confusion(confusion:pd.DataFrame,   # from `zeroshot` (rows: true, colu
                    ax=None,                  # matplotlib Axes (None: a new figure)
                    annot:bool|None=None):    # write the values (None: when at most 12 classes)
     "A seaborn heatmap of a confusion matrix; returns the Axes."
-    import matplotlib.pyplot as plt, seaborn as sns
+    import matplotlib.pyplot as plt
+    from laretrieval.package import require; sns = require('seaborn', 'studies', 'the confusion matrix plot')
     values = confusion.div(confusion.sum(axis=1).replace(0, np.nan), axis=0) if normalize else confusion
     if ax is None: _, ax = plt.subplots(figsize=(max(4, 0.2 * len(confusion) + 2),) * 2)
     sns.heatmap(values, ax=ax, cmap='viridis', vmin=0, vmax=1 if normalize else None, square=True, xticklabels=True, yticklabels=True,

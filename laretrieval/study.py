@@ -128,7 +128,8 @@ def run_study(name:str,              # the study's name: its default batch folde
 # %% ../nbs/13b_study.ipynb #b5fe0d8f
 def plot_study(study:Study, metric:str='t2a_mAP@10', file:str='study.png'):
     "Seeds as points over each arm's mean ± sd, with the chance level; the validation curves beside; saved in the batch folder."
-    import matplotlib.pyplot as plt, seaborn as sns
+    import matplotlib.pyplot as plt
+    from laretrieval.package import require; sns = require('seaborn', 'studies', 'plot_study')
     done = study.results[study.results['status'] == 'done']
     order = list(study.summary['arm'])
     fig, (ax, curves) = plt.subplots(1, 2, figsize=(11, 3.8))

@@ -10,11 +10,11 @@ import torch
 from laretrieval.config import ExperimentConfig
 from laretrieval.losses import positive_mask
 from laretrieval.metrics import loop_metrics
-from laretrieval.experiment import PROJECT_ROOT
+from laretrieval.package import shipped
 from tiny import TINY_MODEL
 
 pytestmark = pytest.mark.slow  # each test starts a kernel
-NOTEBOOK = PROJECT_ROOT / 'nbs' / 'experiments' / 'evaluate.ipynb'
+NOTEBOOK = shipped('experiments', 'evaluate.ipynb')
 
 # 3 clips x 2 captions; the relevant clip of captions 0..5 is ranked 1, 2, 1, 3, 1, 2 (text->audio)
 SIM = torch.tensor([[0.9, 0.1, 0.2],
