@@ -310,7 +310,7 @@ KERNEL_PINS = ('ATEN_CPU_CAPABILITY', 'ONEDNN_MAX_CPU_ISA', 'MKL_CBWR')  # envir
 
 def numeric_environment()->dict:
     "What a run's float results depend on besides its config and seed: versions, CPU kernels, threads, GPU."
-    import platform, numpy, transformers
+    import platform, numpy, torch, transformers
     env = dict(python=platform.python_version(), torch=torch.__version__, numpy=numpy.__version__,
                transformers=transformers.__version__, cpu_capability=torch.backends.cpu.get_cpu_capability(),
                threads=torch.get_num_threads(), kernel_pins={k: os.environ.get(k, '') for k in KERNEL_PINS},

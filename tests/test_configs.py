@@ -44,7 +44,7 @@ BAD = [  # (field, value, words the error must carry besides the field's name)
     ('text_trainable_layers', -2, '>= -1'), ('seed', -1, '[0, 4294967295]'), ('data_seed', 2 ** 32, '[0, 4294967295]'),
     ('contrastive_weight', -1.0, '>= 0'), ('sigmoid_b_init', -math.inf, 'finite'),
     ('dataset', 'audioset', "'builtin', 'esc50', 'clotho'"), ('positives', 'class', "'clip', 'caption'"),
-    ('train_items', 'captions', "'clip', 'caption'"), ('audio_encoder', 'beats', "'cnn', 'passt'"),
+    ('train_items', 'captions', "'clip', 'caption'"), ('audio_encoder', 'beatz', "'cnn', 'passt', 'atst_frame', 'beats'"),
     ('text_pooling', 'cls', "'mean', 'first'"), ('pooling', 'max', "'mean', 'tap'"), ('loss', 'infonce', "'ntxent', 'sigmoid'"),
     ('precision', 'fp16', "'32-true', 'bf16-mixed', '16-mixed'"), ('device', 'gpu', 'device'),
 ]
