@@ -6,7 +6,7 @@ Docs: https://laretrieval.github.io/laretrieval/ablate.html.md"""
 
 # %% ../nbs/13_ablate.ipynb #28e45d8e
 from __future__ import annotations
-import contextlib, fcntl, hashlib, itertools, json, os, re, shlex, socket, sys, time, traceback, typing
+import contextlib, fcntl, hashlib, itertools, json, os, re, shlex, socket, sys, threading, time, traceback, typing
 from pathlib import Path
 
 import pandas as pd
@@ -18,10 +18,10 @@ from .experiment import DEFAULT_NOTEBOOK, run_experiment, load_metrics, metric_n
 # %% auto #0
 __all__ = ['SLURM_OPTIONS', 'STATUS_WORDS', 'expand_grid', 'arm_of', 'run_id_of', 'grid_points', 'flatten_metrics', 'try_lock',
            'locked', 'claim_point', 'read_result', 'point_row', 'write_results', 'execute_point', 'run_point',
-           'run_grid', 'track_results', 'summarize_arms', 'format_arms', 'worker_env', 'run_local', 'PointJob',
-           'submitit_parameters', 'sbatch_script', 'run_submitit', 'run_with_executor', 'batch_status', 'format_status',
-           'metric_label', 'plot_arms', 'validation_curves', 'plot_validation_curves', 'per_query_by_arm',
-           'compare_arms']
+           'run_line', 'watch_run', 'run_grid', 'track_results', 'summarize_arms', 'format_arms', 'worker_env',
+           'run_local', 'PointJob', 'submitit_parameters', 'sbatch_script', 'run_submitit', 'run_with_executor',
+           'batch_status', 'format_status', 'metric_label', 'plot_arms', 'validation_curves', 'plot_validation_curves',
+           'per_query_by_arm', 'compare_arms']
 
 # %% ../nbs/13_ablate.ipynb #ee734278
 def expand_grid(grid:dict # field -> value, or list of values to vary
@@ -169,6 +169,36 @@ def run_point(params:dict, run_id:str, # the grid point
             with atomic_write(run_dir / 'failure.json') as f: f.write(json.dumps(failure, indent=2))
         return seconds
 
+# %% ../nbs/13_ablate.ipynb #1b6d5ae1
+def run_line(log:Path, val_metric:str='t2a_mAP@10')->str:
+    "One line on a run in progress from its log.jsonl: epoch, step, last loss, last validation metric ('' before its first step)."
+    step = epoch = None
+    try: lines = log.read_text().splitlines()
+    except OSError: return ''
+    for line in reversed(lines):
+        try: record = json.loads(line)
+        except json.JSONDecodeError: continue  # a line being written
+        if record.get('kind') == 'step' and step is None: step = record
+        if record.get('kind') == 'epoch' and epoch is None: epoch = record
+        if step and epoch: break
+    if step is None: return ''
+    text = f"epoch {step['epoch']} step {step['step']} loss {step['total']:.4f}"
+    value = (epoch or {}).get(f'val_{val_metric}')
+    return text + (f" | epoch {epoch['epoch']} val {val_metric} {value:.4f}" if value is not None else '')
+
+@contextlib.contextmanager
+def watch_run(run_dir:Path, show:typing.Callable[[str], None], val_metric:str='t2a_mAP@10',
+              every:float=5.0): # seconds between reads
+    "While the block runs, call `show` with `run_line` of the run's log whenever it changes (a daemon thread)."
+    done, last = threading.Event(), ['']
+    def poll():
+        while not done.wait(every):
+            line = run_line(Path(run_dir) / 'log.jsonl', val_metric)
+            if line and line != last[0]: last[0] = line; show(f'{Path(run_dir).name}: {line}')
+    thread = threading.Thread(target=poll, daemon=True); thread.start()
+    try: yield
+    finally: done.set(); thread.join()
+
 # %% ../nbs/13_ablate.ipynb #1b09d092
 def run_grid(grid:dict,                      # see expand_grid
              batch_dir:str|Path,             # holds grid.json, runs/, locks/ and results.csv
@@ -190,7 +220,11 @@ def run_grid(grid:dict,                      # see expand_grid
     if executor != 'sequential': return track_results(run_with_executor(points, batch_dir, notebook, executor, workers, slurm, wait, unit), points, batch_dir)
     bar = tqdm(points, desc='runs', disable=not progress)
     for params, run_id, _ in bar:
-        if run_point(params, run_id, batch_dir, notebook, unit) is None: continue
+        metric = params.get('val_metric', ExperimentConfig.val_metric)
+        with watch_run(batch_dir / 'runs' / run_id, bar.set_description_str, metric) if progress else contextlib.nullcontext():
+            seconds = run_point(params, run_id, batch_dir, notebook, unit)
+        bar.set_description_str('runs')
+        if seconds is None: continue
         executed.add(run_id)
         table = write_results(points, batch_dir, executed)
         bar.set_postfix(executed=len(executed), failed=int(((table['status'] == 'failed') & table['executed']).sum()))

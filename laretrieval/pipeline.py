@@ -34,12 +34,13 @@ def test_and_save(model:DualEncoder, result:TrainResult, test_set:AudioCaptionDa
                   out:str|Path, device='cpu', keep_training_checkpoints:bool=False,
                   queries:Queries|None=None, # test queries (default: the split's captions, by cfg.positives)
                   notes:list[str]=(),        # what the data build added or skipped, kept in metrics.json
+                  progress:bool=False,       # bars while the test split is embedded
                  )->dict:
     "Evaluate the best weights on the test split, write checkpoint.pt, metrics.json, history.csv, per_query_t2a.csv, and end the run's trackers."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     model.load_state_dict(result.best_state)
     queries = queries if queries is not None else caption_queries(test_set, cfg.positives)
-    ev = evaluate_split(model, test_set, queries, cfg.map_ks, cfg.recall_ks, cfg.eval_batch_size, device, num_workers=cfg.num_workers)
+    ev = evaluate_split(model, test_set, queries, cfg.map_ks, cfg.recall_ks, cfg.eval_batch_size, device, progress, cfg.num_workers)
     with atomic_write(out / 'per_query_t2a.csv') as f:
         pd.DataFrame(dict(query=range(len(queries.keys)), key=queries.keys, **ev.per_query)).to_csv(f, index=False)
     with atomic_write(out / 'history.csv') as f: pd.DataFrame(result.history).to_csv(f, index=False)
@@ -104,7 +105,8 @@ def run_training(cfg:ExperimentConfig, output_dir:str|Path, resume:bool=False, p
         run = build_training(cfg, settings, splits=splits, resume=resume)
         result = train(run.model, run.loss, splits.train, splits.val, cfg, progress=progress, output_dir=out, resume=resume,
                        fabric=fabric, val_queries=splits.val_queries)
-        metrics = test_and_save(run.model, result, splits.test, cfg, out, fabric.device, queries=splits.test_queries, notes=splits.notes) if fabric.global_rank == 0 else None
+        metrics = test_and_save(run.model, result, splits.test, cfg, out, fabric.device, queries=splits.test_queries, notes=splits.notes,
+                                   progress=progress) if fabric.global_rank == 0 else None
         fabric.barrier()
         status = 'success'
         return metrics

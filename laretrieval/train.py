@@ -295,7 +295,7 @@ def end_epoch(self:Trainer, epoch:int, seconds:float)->dict:
     "Validate, record the epoch, keep the best weights, write last.ckpt; returns the epoch's history row."
     cfg, state, result = self.cfg, self.state, self.result
     val = evaluate_split(self.model, self.val_set, self.val_queries, cfg.map_ks, cfg.recall_ks, cfg.eval_batch_size,
-                         self.fabric.device, num_workers=cfg.num_workers).metrics if self.rank == 0 else None
+                         self.fabric.device, progress=self.progress, num_workers=cfg.num_workers).metrics if self.rank == 0 else None
     val = self.fabric.broadcast(val, src=0)
     row = dict(epoch=epoch, train_loss=float(np.mean(state.epoch_losses)), seconds=seconds, **validation_row(val))
     result.history.append(row)
