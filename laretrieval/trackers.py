@@ -16,16 +16,16 @@ from lightning_fabric.loggers.logger import rank_zero_experiment
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 
 from .config import TRACKERS, ExperimentConfig, atomic_write
+from .package import require
 
 # %% auto #0
-__all__ = ['PACKAGES', 'INSTALL_HINT', 'tracker_names', 'require_tracker', 'TrackerIds', 'RunCSVLogger', 'WandbRunLogger',
-           'mlflow_name', 'mlflow_tracking_uri', 'mlflow_run', 'MLflowRunLogger', 'make_loggers', 'open_loggers',
-           'log_hyperparams', 'start_tracking', 'close_loggers', 'log_test_metrics', 'log_results_table',
-           'wandb_offline_records', 'wandb_offline_history']
+__all__ = ['PACKAGES', 'tracker_names', 'require_tracker', 'TrackerIds', 'RunCSVLogger', 'WandbRunLogger', 'mlflow_name',
+           'mlflow_tracking_uri', 'mlflow_run', 'MLflowRunLogger', 'make_loggers', 'open_loggers', 'log_hyperparams',
+           'start_tracking', 'close_loggers', 'log_test_metrics', 'log_results_table', 'wandb_offline_records',
+           'wandb_offline_history']
 
 # %% ../nbs/11a_trackers.ipynb #fc1ce849
 PACKAGES = dict(tensorboard='tensorboard', wandb='wandb', mlflow='mlflow')  # the import each tracker needs (csv: none)
-INSTALL_HINT = 'pip install "laretrieval[tracking]"'
 
 def tracker_names(logger:str # the `logger` parameter, e.g. 'csv,wandb'
                  )->list[str]:
@@ -37,12 +37,8 @@ def tracker_names(logger:str # the `logger` parameter, e.g. 'csv,wandb'
 
 def require_tracker(name:str # a tracker name: tensorboard, wandb, mlflow
                    ):
-    "Import the package the tracker needs, or raise an ImportError saying how to install it."
-    if name not in PACKAGES: return None
-    try: return importlib.import_module(PACKAGES[name])
-    except ImportError as e:
-        raise ImportError(f"logger={name!r} needs the optional package {PACKAGES[name]!r}, which is not installed ({e}); "
-                          f"install the trackers with: {INSTALL_HINT}") from None
+    "Import the package the tracker needs, or raise `MissingExtra` naming `pip install \"laretrieval[tracking]\"`."
+    return require(PACKAGES[name], 'tracking', f'logger={name!r}') if name in PACKAGES else None
 
 # %% ../nbs/11a_trackers.ipynb #cf78f845
 class TrackerIds:
