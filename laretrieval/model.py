@@ -55,7 +55,7 @@ class DualEncoder(nn.Module):
                  text_proj:nn.Module|None=None): # the text projection (None: a new `Projection`; CLAP: its own)
         super().__init__()
         if pooling not in ('mean', 'tap'): raise ValueError(f"unknown pooling {pooling!r}; available: 'mean', 'tap'")
-        self.audio_encoder, self.text_encoder, self.pooling = audio_encoder, text_encoder, pooling
+        self.audio_encoder, self.text_encoder, self.pooling, self.embed_dim = audio_encoder, text_encoder, pooling, embed_dim
         self.audio_proj = audio_proj if audio_proj is not None else Projection(audio_encoder.out_dim, embed_dim)
         self.text_proj = text_proj if text_proj is not None else Projection(text_encoder.out_dim, embed_dim)
         self.tap = TextAwareAttentionPooling(embed_dim, tap_dim, tap_dropout) if pooling == 'tap' else None

@@ -18,18 +18,19 @@ from tqdm.auto import tqdm
 
 from .audio import AudioCache, AudioFileError, load_audio
 from .config import ExperimentConfig, atomic_write, resolve_device
-from .corpora import AUDIO_EXTENSIONS, LoadReport, check_on_error, join_inside, read_csv_rows
+from .corpora import (AUDIO_EXTENSIONS, POOL_MIN_FILES, LoadReport, audio_workers, check_on_error, decode_pool,
+                                 join_inside, read_csv_rows)
 from .metrics import chunked_search
 from .model import DualEncoder, embed_texts
 from .sources import caption_normalizer, corpus_for
 
 # %% auto #0
 __all__ = ['INDEX_FORMAT', 'INDEX_VERSION', 'load_model_and_fingerprint', 'window_seconds_for', 'window_starts', 'window_samples',
-           'encode_audio_files', 'write_index', 'SoundIndex', 'read_index', 'IndexSummary', 'scan_folder',
-           'check_same_setup', 'plan_update', 'assemble', 'build_index', 'exact_searcher', 'faiss_searcher',
-           'best_per_file', 'top_files', 'unit_means', 'query_vector', 'check_query', 'search_vectors', 'index_model',
-           'search_index', 'find_column', 'read_labels', 'ZeroShotResult', 'zeroshot_tables', 'plot_confusion',
-           'zeroshot', 'write_zeroshot']
+           'decoded_in_order', 'encode_audio_files', 'write_index', 'SoundIndex', 'read_index', 'IndexSummary',
+           'scan_folder', 'check_same_setup', 'plan_update', 'assemble', 'build_index', 'exact_searcher',
+           'faiss_searcher', 'best_per_file', 'top_files', 'unit_means', 'query_vector', 'check_query',
+           'search_vectors', 'index_model', 'search_index', 'find_column', 'read_labels', 'ZeroShotResult',
+           'zeroshot_tables', 'plot_confusion', 'zeroshot', 'write_zeroshot']
 
 # %% ../nbs/14b_search.ipynb #f53118f4
 def load_model_and_fingerprint(model_path:str|Path,          # a run folder or a model folder (laretrieval export)
@@ -63,6 +64,28 @@ def window_samples(sample_rate:int, window_seconds:float, hop_seconds:float|None
     return max(1, round(window_seconds * sample_rate)), max(1, round(hop_seconds * sample_rate))
 
 # %% ../nbs/14b_search.ipynb #c6966018
+def _decode(path, sample_rate:int, cache:AudioCache|None):
+    "A file's waveform, or the error that made it unusable (sent back from a worker process)."
+    try: return load_audio(path, sample_rate, cache)
+    except (FileNotFoundError, AudioFileError) as e: return e
+
+def decoded_in_order(paths:list, sample_rate:int, cache:AudioCache|None=None,
+                     workers:int|None=None, # decoding processes (None: every core)
+                     ahead:int=4,           # files decoded ahead of the consumer, per worker (bounds memory)
+                    ):
+    "(path, waveform or its error) for each of `paths` in order, decoded on a process pool a few files ahead."
+    workers = audio_workers(workers)
+    if workers == 1 or len(paths) < POOL_MIN_FILES:
+        for path in paths: yield path, _decode(path, sample_rate, cache)
+        return
+    with decode_pool(workers) as pool:
+        queue, upcoming = [], iter(paths)
+        for path in itertools.islice(upcoming, workers * ahead): queue.append((path, pool.submit(_decode, path, sample_rate, cache)))
+        while queue:
+            path, future = queue.pop(0)
+            for following in itertools.islice(upcoming, 1): queue.append((following, pool.submit(_decode, following, sample_rate, cache)))
+            yield path, future.result()
+
 @torch.no_grad()
 def encode_audio_files(model:DualEncoder,            # a trained dual encoder, on `device`
                        paths:list,                   # audio files (any format soundfile reads)
@@ -74,6 +97,7 @@ def encode_audio_files(model:DualEncoder,            # a trained dual encoder, o
                        progress:bool=True,           # tqdm bar over the files
                        on_error:str='skip',          # unusable file: 'skip' (listed in failures) or 'raise'
                        cache:AudioCache|None=None,   # decoded-audio cache (None: decode every time)
+                       workers:int|None=None,        # decoding processes (None: every core; 1 or few files: this process)
                       )->tuple[np.ndarray, list, dict]:
     "Unit float32 vectors (windows, D) of every file's windows, each window's (file index, start s, end s), and the skipped files with why."
     check_on_error(on_error)
@@ -84,11 +108,12 @@ def encode_audio_files(model:DualEncoder,            # a trained dual encoder, o
         parts.append(model.encode_audio(waves, lengths).vector.float().cpu()); pending.clear()
     was_training = model.training; model.eval()
     try:
-        for i, path in enumerate(tqdm(paths, desc='embed audio', disable=not progress, leave=False)):
-            try: wave = torch.from_numpy(np.asarray(load_audio(path, sample_rate, cache), dtype=np.float32))
-            except (FileNotFoundError, AudioFileError) as e:
-                if on_error == 'raise': raise
-                failures[str(path)] = str(e); continue
+        for i, (path, wave) in enumerate(tqdm(decoded_in_order(paths, sample_rate, cache, workers), total=len(paths),
+                                              desc='embed audio', disable=not progress, leave=False)):
+            if isinstance(wave, Exception):
+                if on_error == 'raise': raise wave
+                failures[str(path)] = str(wave); continue
+            wave = torch.from_numpy(np.asarray(wave, dtype=np.float32))
             for start in window_starts(len(wave), window, hop):
                 piece = wave[start:start + window]
                 pending.append((F.pad(piece, (0, window - len(piece))), len(piece)))
@@ -96,7 +121,7 @@ def encode_audio_files(model:DualEncoder,            # a trained dual encoder, o
                 if len(pending) == batch_size: flush()
         if pending: flush()
     finally: model.train(was_training)
-    vectors = torch.cat(parts).numpy() if parts else np.zeros((0, model.audio_proj.linear.out_features), np.float32)
+    vectors = torch.cat(parts).numpy() if parts else np.zeros((0, model.embed_dim), np.float32)
     return vectors, spans, failures
 
 # %% ../nbs/14b_search.ipynb #e1afe705

@@ -29,6 +29,7 @@ class StubModel(nn.Module):
     def __init__(self):
         super().__init__()
         self.audio_proj = types.SimpleNamespace(linear=types.SimpleNamespace(out_features=2))
+        self.embed_dim = 2
         self.windows = 0  # windows embedded so far
 
     def encode_audio(self, waveforms, lengths):
@@ -46,7 +47,7 @@ class ToneModel(StubModel):
     "Audio -> unit (energy below 1 kHz, energy above, 0); a text naming 'low' -> (1, 0, 0), 'high' -> (0, 1, 0), else (0, 0, 1)."
     def __init__(self):
         super().__init__()
-        self.audio_proj.linear.out_features = 3
+        self.audio_proj.linear.out_features = self.embed_dim = 3
 
     def encode_audio(self, waveforms, lengths):
         spectrum = torch.fft.rfft(waveforms).abs() ** 2
@@ -345,3 +346,24 @@ def test_esc50_fold4_zeroshot_equals_the_runs_a2t_r1_and_search_beats_chance(sha
     caption_of = dict(zip(fold4.filename, fold4.caption))
     p8 = np.mean([np.mean([caption_of[h['path']] == c for h in hits]) for c, hits in zip(captions, ranked)])
     assert p8 > 5 * 8 / 400, p8
+
+
+def test_decoding_on_a_pool_keeps_order_errors_and_values(tmp_path):
+    "Index building decodes on a process pool a few files ahead: the same waveforms, in order, and the same unusable files."
+    from laretrieval.corpora import POOL_MIN_FILES
+    from laretrieval.search import decoded_in_order
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(POOL_MIN_FILES + 6):
+        path = tmp_path / f'clip{i:03d}.wav'
+        if i % 25 == 7: path.write_bytes(b'not audio')  # unusable files among the good ones
+        else: sf.write(path, rng.standard_normal(int(SR * (0.2 + 0.01 * i))).astype(np.float32) * 0.1, SR)
+        paths.append(path)
+    paths.append(tmp_path / 'missing.wav')
+    serial = list(decoded_in_order(paths, SR, workers=1))
+    pooled = list(decoded_in_order(paths, SR, workers=2, ahead=2))
+    assert [p for p, _ in pooled] == paths
+    for (_, a), (_, b) in zip(serial, pooled):
+        if isinstance(a, Exception): assert type(a) is type(b) and str(a) == str(b)
+        else: np.testing.assert_array_equal(a, b)
+    assert sum(isinstance(w, Exception) for _, w in pooled) == 4
