@@ -38,8 +38,12 @@ else
 endif
 	@touch $(STAMP)
 
+# CPU kernels pinned to AVX2 (torch's own, oneDNN, MKL): the demo's numbers then agree on every x86-64 CPU with AVX2
+# (AVX-512 kernels round differently; see nbs/00_config.ipynb, "What else the numbers depend on"). Same thread count
+# and package versions assumed; `make demo KERNEL_PINS=` runs with the kernels the machine picks.
+KERNEL_PINS ?= ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2
 demo: $(STAMP)
-	$(BIN)/laretrieval experiment --log-output $(if $(RUN_ID),--run-id $(RUN_ID)) $(foreach p,$(PARAMS),--set $(p))
+	$(if $(KERNEL_PINS),env $(KERNEL_PINS)) $(BIN)/laretrieval experiment --log-output $(if $(RUN_ID),--run-id $(RUN_ID)) $(foreach p,$(PARAMS),--set $(p))
 
 test: $(STAMP) check-sync nbtest pytest
 
