@@ -104,14 +104,15 @@ PROBABILITY, DROPOUT = Range(0, 1), Range(0, 1, hi_open=True)
 SEED = Range(0, 2 ** 32 - 1)                         # what np.random.seed accepts
 FIELD_RANGES = dict(
     builtin_clips=Range(20), data_seed=SEED, esc50_test_fold=Range(1, 5), gain_p=PROBABILITY, specaug_p=PROBABILITY,
-    word_p=PROBABILITY, sample_rate=POSITIVE,                                                       # data
+    word_p=PROBABILITY, sample_rate=POSITIVE, kfold=NON_NEGATIVE, fold=NON_NEGATIVE, mix_p=PROBABILITY,                                                       # data
     audio_width=POSITIVE, s_patchout_t=NON_NEGATIVE, s_patchout_f=NON_NEGATIVE, audio_blocks=NON_NEGATIVE,
     text_trainable_layers=Range(-1), max_text_tokens=POSITIVE, text_dropout=DROPOUT, embed_dim=POSITIVE,
     tap_dim=POSITIVE, tap_dropout=DROPOUT,                                                          # model
     tau=RATE, sigmoid_t_init=Range(), sigmoid_b_init=Range(), epochs=POSITIVE, batch_size=POSITIVE, audio_lr=RATE,
     text_lr=RATE, head_lr=RATE, loss_lr=RATE, weight_decay=NON_NEGATIVE, warmup_epochs=NON_NEGATIVE,
     min_lr=NON_NEGATIVE, accumulate_batches=POSITIVE, grad_clip=NON_NEGATIVE,                       # loss and optimisation
-    contrastive_weight=NON_NEGATIVE, distill_weight=NON_NEGATIVE, cluster_weight=NON_NEGATIVE,      # stages
+    contrastive_weight=NON_NEGATIVE, distill_weight=NON_NEGATIVE, cluster_weight=NON_NEGATIVE, match_weight=NON_NEGATIVE,
+    mlm_weight=NON_NEGATIVE,      # stages
     seed=SEED, num_threads=NON_NEGATIVE, eval_batch_size=POSITIVE, devices=POSITIVE, checkpoint_every=NON_NEGATIVE,
     num_workers=NON_NEGATIVE)  # run
 FIELD_CHOICES = dict(dataset=CORPORA, audio_encoder=AUDIO_ENCODERS, loss=CONTRASTIVE_LOSSES,  # the registries: one line adds a choice
@@ -146,6 +147,11 @@ class DataFields:
     word_p:float = 0.0                 # augmentation: chance of word deletion/swap per training caption
     sample_rate:int = 16000            # audio rate the encoder sees (PaSST: 32000)
     train_items:str = 'clip'           # 'clip': an item per clip with a random caption each time; 'caption': an item per caption
+    kfold:int = 0                      # k-fold members: development + validation merged and cut into k folds by data_seed (0: the corpus's splits)
+    fold:int = 0                       # with kfold: the fold held out for validation, 0..kfold-1
+    mix_p:float = 0.0                  # augmentation: chance a training item is replaced by one of its clip's mixes (needs llm_mix_file)
+    llm_mix_file:str = ''              # mixed-clip pairs with merged captions from laretrieval.rewrite.llm_mix_pairs (empty: none)
+    backtranslation_file:str = ''      # CSV (file_name, caption_1..) of back-translated captions added to training (empty: none)
 
 # %% ../nbs/00_config.ipynb #1deeb293
 @dataclass
@@ -202,6 +208,8 @@ class StageFields:
     contrastive_weight:float = 1.0     # weight of the contrastive loss
     distill_weight:float = 1.0         # weight of the distillation loss (used with teachers)
     cluster_weight:float = 1.0         # weight of the cluster classification loss (used with cluster_labels)
+    match_weight:float = 0.0           # weight of the audio-caption matching loss with hard negatives (Samsung 2024: 1; 0: off)
+    mlm_weight:float = 0.0             # weight of the masked language modelling loss on the audio frames (Samsung 2024: 1; 0: off)
 
 # %% ../nbs/00_config.ipynb #49f46eff
 @dataclass
