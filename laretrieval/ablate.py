@@ -6,7 +6,7 @@ Docs: https://laretrieval.github.io/laretrieval/ablate.html.md"""
 
 # %% ../nbs/13_ablate.ipynb #28e45d8e
 from __future__ import annotations
-import contextlib, fcntl, hashlib, itertools, json, os, re, shlex, socket, sys, threading, time, traceback, typing
+import contextlib, fcntl, hashlib, itertools, json, os, re, shlex, socket, subprocess, sys, threading, time, traceback, typing
 from pathlib import Path
 
 import pandas as pd
@@ -16,21 +16,31 @@ from .config import ExperimentConfig, atomic_write
 from .experiment import DEFAULT_NOTEBOOK, run_experiment, load_metrics, metric_names
 
 # %% auto #0
-__all__ = ['SLURM_OPTIONS', 'STATUS_WORDS', 'expand_grid', 'arm_of', 'run_id_of', 'grid_points', 'flatten_metrics', 'try_lock',
-           'locked', 'claim_point', 'read_result', 'point_row', 'write_results', 'execute_point', 'run_point',
-           'run_line', 'watch_run', 'run_grid', 'track_results', 'summarize_arms', 'format_arms', 'worker_env',
-           'run_local', 'PointJob', 'submitit_parameters', 'sbatch_script', 'run_submitit', 'run_with_executor',
-           'batch_status', 'format_status', 'metric_label', 'plot_arms', 'validation_curves', 'plot_validation_curves',
-           'per_query_by_arm', 'compare_arms']
+__all__ = ['SLURM_OPTIONS', 'STATUS_WORDS', 'list_fields', 'is_axis', 'expand_grid', 'arm_of', 'run_id_of', 'grid_points',
+           'flatten_metrics', 'try_lock', 'locked', 'claim_point', 'read_result', 'point_row', 'write_results',
+           'execute_point', 'distributed_train', 'run_point', 'run_line', 'watch_run', 'run_grid', 'track_results',
+           'summarize_arms', 'format_arms', 'worker_env', 'run_local', 'PointJob', 'submitit_parameters',
+           'sbatch_script', 'run_submitit', 'run_with_executor', 'batch_status', 'format_status', 'metric_label',
+           'plot_arms', 'validation_curves', 'plot_validation_curves', 'per_query_by_arm', 'compare_arms']
 
 # %% ../nbs/13_ablate.ipynb #ee734278
+def list_fields()->set[str]:
+    "The ExperimentConfig fields whose value is itself a list (map_ks, recall_ks)."
+    hints = typing.get_type_hints(ExperimentConfig)
+    return {name for name, hint in hints.items() if typing.get_origin(hint) is list}
+
+def is_axis(name:str, value)->bool:
+    "A grid entry varies when it is a list, except a list field's own value: its axis is a list of lists ([[10], [10, 16]])."
+    if not isinstance(value, list): return False
+    return name not in list_fields() or (bool(value) and all(isinstance(v, list) for v in value))
+
 def expand_grid(grid:dict # field -> value, or list of values to vary
                )->list[dict]:
-    "Every combination of the grid's lists, as parameter dicts (validated against ExperimentConfig)."
-    axes = {k: v for k, v in grid.items() if isinstance(v, list)}
+    "Every combination of the grid's axes, as parameter dicts (validated against ExperimentConfig)."
+    axes = {k: v for k, v in grid.items() if is_axis(k, v)}
     for k, values in axes.items():
         if not values: raise ValueError(f"grid axis {k!r} is an empty list")
-    fixed = {k: v for k, v in grid.items() if not isinstance(v, list)}
+    fixed = {k: v for k, v in grid.items() if k not in axes}
     runs = [{**fixed, **dict(zip(axes, combo))} for combo in itertools.product(*axes.values())]
     for params in runs: ExperimentConfig.from_dict(params)
     return runs
@@ -47,7 +57,7 @@ def run_id_of(params:dict, varied:list[str])->str:
 
 def grid_points(grid:dict)->list[tuple]:
     "(params, run_id, arm) of every grid point, in grid order."
-    varied = [k for k, v in grid.items() if isinstance(v, list)]
+    varied = [k for k, v in grid.items() if is_axis(k, v)]
     return [(params, run_id_of(params, varied), arm_of(params, varied)) for params in expand_grid(grid)]
 
 # %% ../nbs/13_ablate.ipynb #ffe3ecc1
@@ -139,7 +149,25 @@ def execute_point(params:dict, run_id:str, batch_dir:Path, notebook:str|Path=DEF
     from laretrieval.pipeline import run_training
     resume = (run_dir / 'last.ckpt').exists()
     if resume: tqdm.write(f"{run_id}: continuing from {run_dir / 'last.ckpt'} (--resume)", file=sys.stderr)
+    if params.get('devices', 1) > 1: return distributed_train(params, run_dir, resume, batch_dir)
     run_training(ExperimentConfig.from_dict({**params, 'output_dir': str(run_dir)}), run_dir, resume=resume, overwrite=not resume, progress=False)
+
+def distributed_train(params:dict, run_dir:Path, resume:bool, batch_dir:Path):
+    "A point of `devices` > 1 processes: `laretrieval train` under torchrun in a child process group, its output in logs/."
+    run_id = run_dir.name
+    spec, log = batch_dir / 'points' / f'{run_id}.json', batch_dir / 'logs' / f'{run_id}.log'
+    spec.parent.mkdir(parents=True, exist_ok=True); log.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(spec) as f: f.write(json.dumps(params, indent=2))
+    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f"--nproc-per-node={params['devices']}",
+               '-m', 'laretrieval.cli', 'train', '--params', str(spec), '--output-dir', str(run_dir), '--quiet',
+               '--resume' if resume else '--overwrite']
+    # a worker process or a SLURM step of one task cannot host Fabric's own launcher (it re-runs the parent's command, and
+    # under SLURM it insists on a task per device): torchrun starts the processes, and the child sees no SLURM step
+    env = {k: v for k, v in os.environ.items() if not k.startswith('SLURM_')}
+    with open(log, 'a') as out: code = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+    if code:
+        tail = '\n'.join(log.read_text(errors='replace').splitlines()[-15:])
+        raise RuntimeError(f"{run_id}: torchrun of {params['devices']} processes exited with status {code}; {log} ends:\n{tail}")
 
 def run_point(params:dict, run_id:str, # the grid point
               batch_dir:Path,          # the batch: runs/<run_id>/ is its folder

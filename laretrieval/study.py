@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .config import ExperimentConfig, load_settings
-from .ablate import grid_points, run_grid, read_result, summarize_arms, format_arms, compare_arms
+from .ablate import is_axis, grid_points, run_grid, read_result, summarize_arms, format_arms, compare_arms
 from .ablate import metric_label, validation_curves, plot_validation_curves
 from .experiment import metric_names
 
@@ -38,8 +38,8 @@ def study_grid(arms:dict,  # the one field that varies -> its values, e.g. {'los
     if not isinstance(values, list) or len(values) < 2: raise ValueError(f"a study compares at least 2 arms; {name!r} has {values!r}")
     if not isinstance(seeds, list) or not seeds: raise ValueError(f"seeds must be a non-empty list, got {seeds!r}")
     if twice := sorted({name, 'seed'} & set(base)): raise ValueError(f"{twice} set both as an axis and in the base config")
-    if lists := sorted(k for k, v in base.items() if isinstance(v, list)):
-        raise ValueError(f"base config field(s) {lists} hold a list, which a grid reads as an axis; vary them in their own study")
+    if lists := sorted(k for k, v in base.items() if is_axis(k, v)):
+        raise ValueError(f"base config field(s) {lists} hold a list of values, which a grid reads as an axis; vary them in their own study")
     return {name: list(values), 'seed': list(seeds), **base}
 
 # %% ../nbs/13b_study.ipynb #006cf6be

@@ -142,3 +142,16 @@ def test_dry_run_writes_the_sbatch_script_of_the_pending_points(tmp_path):
 def test_wall_times(sequential):
     print('\n' + '\n'.join(f'{k}: {v:.1f} s' for k, v in WALL.items()))
     assert 'sequential' in WALL
+
+
+def test_a_point_of_two_processes_runs_under_torchrun_in_a_job(tmp_path, monkeypatch):
+    "devices=2 in a submitit job (one task, as the 4-GPU sbatch script asks): torchrun starts the 2 DDP processes, even with SLURM variables set."
+    monkeypatch.setenv('SLURM_NTASKS_PER_NODE', '1')  # what a one-task SLURM step shows: Fabric's launcher would refuse devices=2
+    monkeypatch.setenv('SLURM_NTASKS', '1')
+    grid = {**{k: v for k, v in GRID.items() if k not in ('loss', 'seed')}, 'devices': 2, 'seed': [0]}
+    results = run_grid(grid, tmp_path, executor='submitit-local', slurm=SUBMITIT_LOCAL, progress=False)
+    assert list(results['status']) == ['done'], batch_status(tmp_path)
+    run_id = results['run_id'][0]
+    assert (tmp_path / 'logs' / f'{run_id}.log').exists() and (tmp_path / 'points' / f'{run_id}.json').exists()
+    steps = [json.loads(l) for l in (tmp_path / 'runs' / run_id / 'log.jsonl').read_text().splitlines() if '"kind": "step"' in l]
+    assert [s["step"] for s in steps] == [1, 2, 3]  # 28 training clips, full batches of 8 (4 per process): 3 steps, each logged once
