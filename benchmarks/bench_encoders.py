@@ -4,7 +4,8 @@ For every audio encoder name (default: every plain name of `laretrieval.registry
 can be given, e.g. `hf:<folder>` or `clap:<folder>` once those are registered), built from its config with random
 weights (`from_config(..., weights=False)`: nothing is downloaded; the official weights have the same shapes):
   params       total and trainable parameters (the AudioSet classifier heads some encoders keep are frozen)
-  frames       frames T x dimension D the encoder returns for one clip of --seconds (the AudioFeatures contract)
+  frames       real frames x dimension D the encoder returns for one clip of --seconds (the AudioFeatures contract;
+               an encoder padding to a longer window, PaSST's 30 s, returns more frames T, the rest masked: `(of T)`)
   forward      eval mode, no grad, one clip of --seconds: median of --repeats after one warm-up
   train step   training mode, forward + backward of the frames' mean over a batch of --batch clips: median of
                --train-repeats after one warm-up (the optimizer step is left out: it is the same for any encoder)
@@ -51,7 +52,7 @@ def measure(args)->dict:
     trainable = sum(p.numel() for p in encoder.parameters() if p.requires_grad)
 
     encoder.eval()
-    with torch.no_grad(): frames = encoder(one, one_len).frames
+    with torch.no_grad(): out = encoder(one, one_len)  # frames (1, T, D); mask: which of the T come from the clip
     def forward():
         with torch.no_grad(): encoder(one, one_len)
     fwd = timed(forward, args.repeats)
@@ -63,7 +64,7 @@ def measure(args)->dict:
     step = timed(train_step, args.train_repeats)
     cut = args.blocks if 'blocks' in inspect.signature(type(encoder).__init__).parameters else 0  # `cnn` has no blocks to cut
     return dict(encoder=name, sample_rate=rate, blocks=cut, params=params, trainable=trainable,
-                frames=frames.shape[1], dim=frames.shape[2], forward=fwd, train_step=step)
+                frames=int(out.mask.sum()), padded_frames=out.frames.shape[1], dim=out.frames.shape[2], forward=fwd, train_step=step)
 
 
 def rate_of(name:str, overrides:list[str])->int:
@@ -79,8 +80,9 @@ def markdown(results:list[dict], args)->str:
     for r in results:
         if 'error' in r: lines.append(f"| {r['encoder']} | failed: {r['error']} |" + ' |' * 7); continue
         size = f" ({r['blocks']} blocks)" if r['blocks'] else ''
+        frames = r['frames'] if r['frames'] == r['padded_frames'] else f"{r['frames']} (of {r['padded_frames']})"
         lines.append(f"| {r['encoder']}{size} "
-                     f"| {r['sample_rate'] // 1000} kHz | {r['params'] / 1e6:.3g} | {r['trainable'] / 1e6:.3g} | {r['frames']} x {r['dim']} "
+                     f"| {r['sample_rate'] // 1000} kHz | {r['params'] / 1e6:.3g} | {r['trainable'] / 1e6:.3g} | {frames} x {r['dim']} "
                      f"| {r['forward']['wall']:.3f} | {r['forward']['cpu']:.3f} | {r['train_step']['wall']:.2f} | {r['train_step']['cpu']:.2f} |")
     return '\n'.join(lines)
 
