@@ -79,7 +79,7 @@ def markdown(results:list[dict], args)->str:
              f"| train step x{args.batch} wall s | train step CPU s |", '|---|---|---|---|---|---|---|---|---|']
     for r in results:
         if 'error' in r: lines.append(f"| {r['encoder']} | failed: {r['error']} |" + ' |' * 7); continue
-        size = f" ({r['blocks']} blocks)" if r['blocks'] else ''
+        size = f" (audio_blocks={r['blocks']})" if r['blocks'] else ''
         frames = r['frames'] if r['frames'] == r['padded_frames'] else f"{r['frames']} (of {r['padded_frames']})"
         lines.append(f"| {r['encoder']}{size} "
                      f"| {r['sample_rate'] // 1000} kHz | {r['params'] / 1e6:.3g} | {r['trainable'] / 1e6:.3g} | {frames} x {r['dim']} "
