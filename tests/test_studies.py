@@ -40,3 +40,33 @@ def test_stages_study_trains_ensembles_distills_and_compares(tmp_path):
     comparisons = pd.read_csv(out / 'comparisons.csv')
     assert len(comparisons) == 6 and comparisons['p_value'].between(0, 1).all()
     assert (out / 'stages.png').stat().st_size > 0
+
+
+def write_esc50_layout(root:Path, classes=('dog', 'rain', 'siren', 'clock'), per_fold:int=2, sample_rate:int=16000):
+    "A tiny ESC-50 folder (metadata.csv + audio/): per_fold 1 s tones of each class in folds 1-4, a pitch per class."
+    import numpy as np, soundfile as sf
+    (root / 'audio').mkdir(parents=True)
+    rows, t = [], np.arange(sample_rate) / sample_rate
+    for fold in range(1, 5):
+        for target, category in enumerate(classes):
+            for i in range(per_fold):
+                name = f'{fold}-{target}{i}-A-{target}.wav'
+                sf.write(root / 'audio' / name, 0.3 * np.sin(2 * np.pi * 300 * (target + 1) * t) + 0.01 * np.random.default_rng(fold * 100 + i).standard_normal(sample_rate), sample_rate)
+                rows.append((name, fold, target, category))
+    pd.DataFrame(rows, columns=['filename', 'fold', 'target', 'category']).to_csv(root / 'metadata.csv', index=False)
+
+
+def test_encoders_study_times_the_candidates_drops_the_slow_ones_and_compares_the_rest(tmp_path):
+    "The ESC-50 layout is a tiny generated one; the per-run budget keeps cnn and the 1-block ATST-Frame and drops PaSST (10x slower per batch at one block)."
+    write_esc50_layout(tmp_path / 'esc50')
+    executed = tmp_path / 'executed.ipynb'
+    pm.execute_notebook(str(STUDIES / 'encoders.ipynb'), str(executed), progress_bar=False, kernel_name='python3',
+                        parameters=dict(seeds=[0], epochs=1, candidates=['cnn', 'atst_frame', 'passt'], audio_blocks=1,
+                                        data_dir=str(tmp_path / 'esc50'), extra=TINY, batch_dir=str(tmp_path / 'batch'),
+                                        max_run_minutes=0.1))
+    results = pd.read_csv(tmp_path / 'batch' / 'results.csv')
+    assert set(results['arm']) == {'audio_encoder=cnn', 'audio_encoder=atst_frame'} and (results['status'] == 'done').all()
+    config = json.loads(next((tmp_path / 'batch' / 'runs').glob('audio_encoder-atst_frame*/config.json')).read_text())
+    assert (config['audio_blocks'], config['audio_weights'], config['sample_rate']) == (1, 'none', 16000)
+    assert len(pd.read_csv(tmp_path / 'batch' / 'comparisons.csv')) == 2
+    assert (tmp_path / 'batch' / 'study.png').stat().st_size > 0
