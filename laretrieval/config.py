@@ -163,7 +163,7 @@ class ModelFields:
     passt_pretrained:bool = True       # download AudioSet weights (False: random weights)
     s_patchout_t:int = 0               # PaSST structured patchout: time columns dropped in training
     s_patchout_f:int = 0               # PaSST structured patchout: frequency rows dropped in training
-    audio_blocks:int = 0               # keep only the first N transformer blocks or CNN stages of the audio encoder (0: all); a size override for tests and probes
+    audio_blocks:int = 0               # keep only the first N transformer blocks or CNN stages of a large audio encoder (0: all; cnn is always whole); a size override
     audio_weights:str = ''             # audio encoder weights: '' the official ones (hub name or URL, cached once), a file path, or 'none' (random init)
     text_encoder:str = 'minilm'        # 'minilm' (offline all-MiniLM-L6-v2), a hub name or a local path
     text_pooling:str = 'mean'          # sentence vector: 'mean' over tokens or 'first' token
