@@ -190,6 +190,34 @@ def test_mixture_evaluates_on_clotho_when_it_is_a_member():
     assert corpus_for(ExperimentConfig(dataset='wavcaps+audiocaps')).eval_member == 'audiocaps'
 
 
+def test_cli_overrides_name_a_mixture():
+    from laretrieval.cli import parse_overrides
+    assert ExperimentConfig(**parse_overrides(['dataset=audiocaps:2+wavcaps+clotho'])).dataset == 'audiocaps:2+wavcaps+clotho'
+    with pytest.raises(ValueError, match="weight 'x' of 'audiocaps'"): ExperimentConfig(**parse_overrides(['dataset=audiocaps:x+clotho']))
+
+
+def test_mixture_without_clotho_metadata_says_nothing_was_excluded(tmp_path):
+    make_fsd50k(tmp_path / 'fsd50k')
+    for split in ('train', 'val', 'test'):
+        write_csv(tmp_path / 'audiocaps' / f'{split}.csv', ['file_name,caption', f'Y{split}.wav,a {split} sound'])
+        write_wav(tmp_path / 'audiocaps' / split / f'Y{split}.wav')
+    cfg = ExperimentConfig(dataset='fsd50k:2+audiocaps', data_dir=str(tmp_path), sample_rate=16000)
+    mixture = corpus_for(cfg)
+    clips = mixture.clips(cfg, load_settings())
+    assert mixture.eval_member == 'audiocaps' and not mixture.normalized_captions
+    assert [(c.clip_id, c.split) for c in clips] == [('fsd50k/101', 'train')] * 2 + [('Yval.wav', 'val'), ('Ytest.wav', 'test'), ('Ytrain.wav', 'train')]
+    assert "(Clotho's held-out sounds are NOT excluded)" in mixture.notes[0]
+    assert 'fsd50k: 1 training clips x 2 = 2; excluded 0 in Clotho evaluation/test, 2 val/test clips unused' in mixture.notes
+
+
+def test_laion_corpus_notes_the_memory_it_holds(tmp_path):
+    write_shard(tmp_path / 'laion630k' / '0.tar', [('1.flac', audio_bytes(0)), ('1.json', b'{"text": "a hum"}')])
+    corpus = CORPORA.get('laion630k')()
+    clips = corpus.clips(ExperimentConfig(dataset='laion630k', data_dir=str(tmp_path / 'laion630k'), sample_rate=16000), load_settings())
+    assert [(c.clip_id, c.waveform.shape) for c in clips] == [('0/1', (4000,))]
+    assert corpus.notes == ['laion630k: kept 1 clips; note: 1 clips held decoded in memory (0.00 GiB at 16000 Hz)']
+
+
 # --- the must-show: a mixture run on stand-in AudioCaps (official), WavCaps and Clotho folders ----------------------
 
 CLOTHO_EVAL_IDS, CLOTHO_TEST_IDS = ['9001', '9002'], ['9003']
@@ -247,7 +275,7 @@ def test_mixture_run_reads_standin_folders_and_prints_the_exclusion_counts(tmp_p
     assert "audiocaps: 5 training clips x 2 = 10; excluded 0 in Clotho evaluation/test, 2 val/test clips unused" in printed
     audiocaps_note = next(l for l in printed.splitlines() if l.startswith('audiocaps: kept'))
     assert audiocaps_note.startswith('audiocaps: kept 7 clips, skipped 2: ') and '1 missing audio' in audiocaps_note and '1 bad youtube_id' in audiocaps_note
-    assert "Clotho evaluation (2 ids), Clotho test (1 ids)" in printed
+    assert "Clotho evaluation (2 Freesound ids), Clotho test (1 Freesound ids)" in printed
     assert 'clips: train 23, val 4, test 4' in printed
     assert any('excluded 2 in Clotho evaluation; 1 in Clotho test' in n for n in metrics['data_notes'])
     assert metrics['n_test_clips'] == 4
