@@ -279,3 +279,30 @@ def test_mixture_run_reads_standin_folders_and_prints_the_exclusion_counts(tmp_p
     assert 'clips: train 23, val 4, test 4' in printed
     assert any('excluded 2 in Clotho evaluation; 1 in Clotho test' in n for n in metrics['data_notes'])
     assert metrics['n_test_clips'] == 4
+
+
+def test_mixture_of_real_caption_subsets(shared_data, tmp_path):
+    "Subsets of the real AudioCaps (WavCaps layout) and Clotho caption files, with stand-in audio: the mixture reads them as their own readers do."
+    import csv
+    from laretrieval.corpora import read_clotho
+    root = tmp_path / 'data'
+    for split, n in (('train', 6), ('val', 2), ('test', 2)):
+        lines = (shared_data / 'audiocaps_captions' / f'{split}.csv').read_text(encoding='utf-8').splitlines()[:n + 1]
+        write_csv(root / 'audiocaps' / f'{split}.csv', lines)
+        for row in csv.DictReader(lines): write_wav(root / 'audiocaps' / split / row['file_name'])
+    for split, n in (('development', 6), ('validation', 3), ('evaluation', 3)):
+        lines = (shared_data / 'clotho_captions' / f'clotho_captions_{split}.csv').read_text(encoding='utf-8').splitlines()
+        rows = list(csv.DictReader(lines))[:n]
+        (root / 'clotho').mkdir(parents=True, exist_ok=True)
+        with open(root / 'clotho' / f'clotho_captions_{split}.csv', 'w', newline='', encoding='utf-8') as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0])); writer.writeheader(); writer.writerows(rows)
+        for row in rows: write_wav(root / 'clotho' / split / row['file_name'])
+    cfg = ExperimentConfig(dataset='audiocaps+clotho', data_dir=str(root), sample_rate=16000)
+    mixture = corpus_for(cfg)
+    clips = mixture.clips(cfg, load_settings())
+    clotho = [c for s in ('development', 'validation', 'evaluation') for c in read_clotho(root / 'clotho', s, normalize=True)]
+    assert [(c.clip_id, c.split, c.captions) for c in clips if not c.clip_id.startswith('audiocaps/')] == \
+           [(c.clip_id, c.split, c.captions) for c in clotho if c.split != 'train'] + [(c.clip_id, c.split, c.captions) for c in clotho if c.split == 'train']
+    audiocaps_train = [c for c in clips if c.clip_id.startswith('audiocaps/')]
+    assert len(audiocaps_train) == 6 and all(t == t.lower() for c in audiocaps_train for t in c.captions)  # normalised like Clotho's
+    assert "NOT excluded" in mixture.notes[0]  # the shared data has no Clotho metadata (Freesound ids)
