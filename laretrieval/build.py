@@ -69,7 +69,8 @@ def build_datasets(cfg:ExperimentConfig, settings:Settings|None=None)->Splits:
     settings = settings or load_settings()
     if cfg.train_items not in ('clip', 'caption'): raise ValueError(f"train_items must be 'clip' or 'caption', got {cfg.train_items!r}")
     corpus = corpus_for(cfg)
-    clips, notes = corpus.clips(cfg, settings), []
+    clips = corpus.clips(cfg, settings)
+    notes = list(corpus.notes)  # what the corpus skipped or excluded (e.g. a mixture's Clotho-evaluation sounds)
     seconds, cache = corpus.clip_seconds, AudioCache.from_settings(settings)
     train_clips = split_clips(clips, 'train')
     if cfg.extra_captions: train_clips = with_extra_captions(cfg.extra_captions, train_clips, clips, notes)

@@ -126,6 +126,7 @@ def check_allowed(name:str,           # the field
                  ):
     "Raise `ValueError` naming the field, its value and what is allowed, unless `value` fits its FIELD_RANGES / FIELD_CHOICES rule."
     if name in FIELD_CHOICES and value not in FIELD_CHOICES[name]:
+        if problem := getattr(FIELD_CHOICES[name], 'problem', lambda v: None)(value): raise ValueError(f"parameter {name!r}: {problem}")  # a mixture's bad member or weight
         raise ValueError(f"unknown {name} {value!r}: parameter {name!r} must be one of {', '.join(map(repr, FIELD_CHOICES[name]))}")
     if name in FIELD_RANGES and value not in FIELD_RANGES[name]:
         kind = 'an integer' if expected is int else 'a finite number'

@@ -7,12 +7,13 @@ Docs: https://laretrieval.github.io/laretrieval/registry.html.md"""
 # %% ../nbs/00b_registry.ipynb #518bc4e8
 from __future__ import annotations
 import importlib
+import math
 from typing import Iterator
 
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['AUDIO_ENCODERS', 'TEXT_ENCODERS', 'CONTRASTIVE_LOSSES', 'LOSS_TERMS', 'CORPORA', 'Registry']
+__all__ = ['AUDIO_ENCODERS', 'TEXT_ENCODERS', 'CONTRASTIVE_LOSSES', 'LOSS_TERMS', 'CORPORA', 'Registry', 'MixableRegistry']
 
 # %% ../nbs/00b_registry.ipynb #41ce0109
 class Registry:
@@ -67,6 +68,48 @@ def __iter__(self:Registry)->Iterator[str]:
 @patch
 def __repr__(self:Registry): return f"Registry({self.kind!r}: {', '.join(self)})"
 
+# %% ../nbs/00b_registry.ipynb #da483f22
+class MixableRegistry(Registry):
+    "A registry whose names may also be weighted mixtures of its entries: 'a+b', 'a:2+b:0.5'."
+    def __init__(self, kind:str, entries:dict|None=None,
+                 mixture:str|None=None): # 'module:attr' of the class built from a mixture's (entry, weight) list
+        super().__init__(kind, entries)
+        self.mixture_target = mixture
+
+    def build_mixture(self, name:str):
+        "An instance of the mixture class for a mixture name (imported now)."
+        module, _, attr = self.mixture_target.partition(':')
+        return getattr(importlib.import_module(module), attr)(self.mixture(name))
+
+    def is_mixture(self, name)->bool:
+        "Is `name` mixture-shaped (a '+', or a ':weight')?"
+        return '+' in str(name) or ':' in str(name)
+
+    def mixture(self, name:str)->list[tuple[str, float]]:
+        "(entry, weight) of each member of a mixture name; an error names an unknown or repeated member or a bad weight."
+        parts, members = str(name).split('+'), []
+        if len(parts) < 2: raise ValueError(f"{self.kind} {name!r}: a mixture joins two or more {self.kind}s with '+', e.g. 'audiocaps:2+clotho'")
+        for part in parts:
+            entry, sep, weight = part.strip().partition(':')
+            if entry not in self._entries:
+                raise ValueError(f"{self.kind} mixture {name!r}: unknown member {entry!r}; registered: {', '.join(map(repr, self))}")
+            if entry in [m for m, _ in members]: raise ValueError(f"{self.kind} mixture {name!r}: {entry!r} is named twice")
+            try: value = float(weight) if sep else 1.0
+            except ValueError: value = math.nan
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{self.kind} mixture {name!r}: weight {weight!r} of {entry!r} must be a positive number (copies of its training clips per epoch)")
+            members.append((entry, value))
+        return members
+
+    def problem(self, name)->str|None:
+        "What is wrong with a mixture-shaped name, or None (a valid mixture, or not mixture-shaped)."
+        if not self.is_mixture(name): return None
+        try: self.mixture(name); return None
+        except ValueError as e: return str(e)
+
+    def __contains__(self, name)->bool:
+        return self.problem(name) is None if self.is_mixture(name) else Registry.__contains__(self, name)
+
 # %% ../nbs/00b_registry.ipynb #e8d8e5be
 AUDIO_ENCODERS = Registry('audio encoder', {
     'cnn': 'laretrieval.encoders:CNNAudioEncoder',       # small log-mel CNN that trains on CPU
@@ -91,8 +134,12 @@ LOSS_TERMS = Registry('loss term', {
     'distillation': 'laretrieval.objectives:DistillationTerm', # stage 2: the teachers' similarities as soft targets
     'cluster': 'laretrieval.objectives:ClusterTerm',           # stage 3: caption-cluster classification
 })
-CORPORA = Registry('dataset', {
+CORPORA = MixableRegistry('dataset', {
     'builtin': 'laretrieval.sources:BuiltinCorpus',      # generated clips and captions (no download)
     'esc50': 'laretrieval.sources:ESC50Corpus',          # ESC-50, class templates as captions
     'clotho': 'laretrieval.sources:ClothoCorpus',        # Clotho v2.1
-})
+    'audiocaps': 'laretrieval.mixtures:AudioCapsCorpus', # AudioCaps, official CSV layout or WavCaps'
+    'wavcaps': 'laretrieval.mixtures:WavCapsCorpus',     # WavCaps json files + audio per source (training only)
+    'fsd50k': 'laretrieval.mixtures:FSD50KCorpus',       # FSD50K with a caption file
+    'laion630k': 'laretrieval.mixtures:LAION630KCorpus', # LAION-Audio-630K webdataset shards, streamed
+}, mixture='laretrieval.mixtures:MixtureCorpus')  # and weighted mixtures of them: 'audiocaps+wavcaps+clotho', 'wavcaps:0.5+clotho:4'

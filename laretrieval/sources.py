@@ -23,6 +23,7 @@ class Corpus:
     name:str = ''                     # the registry name (and the folder name under data_root)
     clip_seconds:float = 10.0         # crop/pad length of its clips in training and evaluation
     normalized_captions:bool = False  # captions lower-cased and without punctuation (queries get the same)
+    notes:tuple|list = ()             # what the last `clips` call skipped or excluded, for the run's data notes
 
     def clips(self, cfg:ExperimentConfig, settings:Settings)->list[Clip]:
         "Every clip of the corpus, each with its split."
@@ -33,7 +34,8 @@ class Corpus:
         return Path(cfg.data_dir) if cfg.data_dir else settings.data_root / self.name
 
 def corpus_for(cfg:ExperimentConfig)->Corpus:
-    "The corpus a config names (`dataset`)."
+    "The corpus a config names (`dataset`): a registered one, or a weighted mixture of them (`laretrieval.mixtures`)."
+    if CORPORA.is_mixture(cfg.dataset): return CORPORA.build_mixture(cfg.dataset)  # laretrieval.mixtures.MixtureCorpus
     return CORPORA.get(cfg.dataset)()
 
 def caption_normalizer(cfg:ExperimentConfig):
