@@ -136,7 +136,7 @@ def check_allowed(name:str,           # the field
 @dataclass
 class DataFields:
     "What the run trains and is evaluated on, and how training items are augmented."
-    dataset:str = 'builtin'            # 'builtin': the generated set (no download); 'esc50': ESC-50; 'clotho': Clotho v2.1
+    dataset:str = 'builtin'            # a registered corpus (builtin: generated, no download; esc50, clotho, audiocaps, wavcaps, fsd50k, laion630k) or a mixture 'audiocaps:2+wavcaps+clotho'
     data_dir:str = ''                  # folder of a real corpus (empty: data_root of settings.ini / dataset name)
     builtin_clips:int = 900            # clips in the built-in set (split 70/15/15 into train/val/test)
     data_seed:int = 0                  # seed that generates the built-in set and draws validation splits
