@@ -95,6 +95,16 @@ def test_global_mean_in_one_process():
     assert global_mean(torch.tensor(3.0), 2).item() == 1.5 and global_mean(torch.tensor(0.0), 0).item() == 0.0
 
 
+def test_terms_are_off_by_default_and_need_the_model():
+    from laretrieval.config import ExperimentConfig
+    from laretrieval.objectives import build_loss
+    cfg = ExperimentConfig()
+    assert MatchTerm.from_config(cfg) is None and MLMTerm.from_config(cfg) is None
+    assert build_loss(cfg).needs == frozenset()  # the default step keeps no frames and no token states
+    with pytest.raises(ValueError, match=r'build_loss\(cfg, model=model\)'): MatchTerm.from_config(ExperimentConfig(match_weight=1.0))
+    with pytest.raises(ValueError, match=r'build_loss\(cfg, model=model\)'): MLMTerm.from_config(ExperimentConfig(mlm_weight=1.0))
+
+
 def run_worker(devices:int, out:Path)->list[dict]:
     out.mkdir()
     done = subprocess.run([sys.executable, str(WORKER), '--devices', str(devices), '--out', str(out)],
