@@ -113,4 +113,4 @@ def build_training(cfg:ExperimentConfig, settings:Settings|None=None,
     "The data, model and objective of a config."
     splits = splits if splits is not None else build_datasets(cfg, settings)
     model = training_model(cfg, load_init=not resume)
-    return Training(model, build_loss(cfg, **inputs), splits)
+    return Training(model, build_loss(cfg, model=model, **inputs), splits)  # fusion terms size themselves by the model

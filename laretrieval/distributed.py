@@ -9,10 +9,11 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from .encoders import TokenStates
 from .model import AudioEmbedding
 
 # %% auto #0
-__all__ = ['process_group', 'gather_tensor', 'gather_objects', 'gather_audio']
+__all__ = ['process_group', 'gather_tensor', 'gather_objects', 'gather_audio', 'gather_token_states']
 
 # %% ../nbs/11a_distributed.ipynb #09e1680f
 def process_group()->tuple[int, int]:
@@ -42,3 +43,11 @@ def gather_audio(audio:AudioEmbedding)->AudioEmbedding:
     frames = torch.nn.functional.pad(audio.frames, (0, 0, 0, pad))
     mask = torch.nn.functional.pad(audio.mask, (0, pad))
     return AudioEmbedding(gather_tensor(audio.vector), gather_tensor(frames), gather_tensor(mask))
+
+def gather_token_states(states:TokenStates)->TokenStates:
+    "Gather captions' token states, ids and masks, padded to the longest process's token count (padding: id 0, mask 0)."
+    if process_group()[1] == 1: return states
+    pad = max(gather_objects([states.ids.shape[1]])) - states.ids.shape[1]
+    hidden = torch.nn.functional.pad(states.hidden, (0, 0, 0, pad))
+    ids, mask = (torch.nn.functional.pad(t, (0, pad)) for t in (states.ids, states.mask))
+    return TokenStates(gather_tensor(hidden), gather_tensor(ids), gather_tensor(mask))

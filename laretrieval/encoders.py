@@ -24,7 +24,7 @@ from .pooling import masked_mean
 # %% auto #0
 __all__ = ['PASST_MEL', 'AudioFeatures', 'AudioEncoder', 'audio_weights_file', 'sinusoidal_positions', 'CNNAudioEncoder',
            'import_passt', 'PaSSTSpec', 'passt_archs', 'passt_spec', 'PaSSTAudioEncoder', 'resolve_text_model',
-           'load_text_model', 'TextEncoder', 'Projection']
+           'load_text_model', 'TokenStates', 'TextEncoder', 'Projection']
 
 # %% ../nbs/04_encoders.ipynb #f4a5744c
 class AudioFeatures(NamedTuple):
@@ -305,6 +305,12 @@ def load_text_model(path:str,                # hub name or local folder
     return model
 
 # %% ../nbs/04_encoders.ipynb #9539b6ff
+class TokenStates(NamedTuple):
+    "A text encoder's per-token output: what cross-attention fusion reads."
+    hidden:torch.Tensor  # (B, L, H) last-layer token states
+    ids:torch.Tensor     # (B, L) token ids
+    mask:torch.Tensor    # (B, L) attention mask: 1 on real tokens, 0 on padding
+
 class TextEncoder(nn.Module):
     "Captions -> sentence vectors (B, H) with a `transformers` encoder."
     def __init__(self, name:str='minilm',      # see `resolve_text_model`
@@ -339,12 +345,22 @@ class TextEncoder(nn.Module):
         "Padded token ids and attention mask, cut at `max_tokens`."
         return self.tokenizer(list(captions), padding=True, truncation=True, max_length=self.max_tokens, return_tensors='pt')
 
-    def forward(self, captions:list[str])->torch.Tensor:
+    def hidden_states(self, ids:torch.Tensor, attention_mask:torch.Tensor)->torch.Tensor:
+        "The last layer's token states (B, L, H) of token ids (fusion objectives re-encode masked captions with it)."
+        return self.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+
+    def token_states(self, captions:list[str])->TokenStates:
+        "Token states, ids and attention mask of captions."
         tokens = self.tokenize(captions).to(next(self.model.parameters()).device)
-        hidden = self.model(**tokens).last_hidden_state
-        if self.pooling == 'first': return hidden[:, 0]
-        mask = tokens['attention_mask'].unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1)
+        return TokenStates(self.hidden_states(tokens['input_ids'], tokens['attention_mask']), tokens['input_ids'], tokens['attention_mask'])
+
+    def pool(self, states:TokenStates)->torch.Tensor:
+        "Sentence vectors (B, H) of token states: the first token's, or the mean over real tokens."
+        if self.pooling == 'first': return states.hidden[:, 0]
+        mask = states.mask.unsqueeze(-1).to(states.hidden.dtype)
+        return (states.hidden * mask).sum(1) / mask.sum(1)
+
+    def forward(self, captions:list[str])->torch.Tensor: return self.pool(self.token_states(captions))
 
 # %% ../nbs/04_encoders.ipynb #a66acf95
 class Projection(nn.Module):

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from .config import ExperimentConfig
 from .datasets import AudioCaptionDataset, collate, loader_options
-from .encoders import Projection
+from .encoders import Projection, TokenStates
 from .modelfolder import read_model_folder, write_model_folder
 from .pooling import masked_mean, TextAwareAttentionPooling
 from .registry import AUDIO_ENCODERS, TEXT_ENCODERS
@@ -30,8 +30,8 @@ __all__ = ['AudioEmbedding', 'cat_audio_embeddings', 'DualEncoder', 'build_model
 class AudioEmbedding(NamedTuple):
     "The audio side of the shared space: a unit clip vector, plus projected frames and mask for TAP."
     vector:torch.Tensor                 # (B, D) unit-length clip vectors
-    frames:torch.Tensor|None = None     # (B, T, D) projected frames (TAP only)
-    mask:torch.Tensor|None = None       # (B, T) real frames (TAP only)
+    frames:torch.Tensor|None = None     # (B, T, D) projected frames (TAP, or `encode_audio(keep_frames=True)`)
+    mask:torch.Tensor|None = None       # (B, T) real frames (with the frames)
 
 def cat_audio_embeddings(parts:list[AudioEmbedding])->AudioEmbedding:
     "Concatenate batches of audio embeddings, padding frames to the longest."
@@ -60,16 +60,27 @@ class DualEncoder(nn.Module):
         self.text_proj = text_proj if text_proj is not None else Projection(text_encoder.out_dim, embed_dim)
         self.tap = TextAwareAttentionPooling(embed_dim, tap_dim, tap_dropout) if pooling == 'tap' else None
 
-    def encode_audio(self, waveforms:torch.Tensor, lengths:torch.Tensor)->AudioEmbedding:
-        "Unit-length clip embeddings (and projected frames for TAP)."
+    def encode_audio(self, waveforms:torch.Tensor, lengths:torch.Tensor,
+                     keep_frames:bool=False)->AudioEmbedding: # keep the projected frames with mean pooling too (fusion objectives)
+        "Unit-length clip embeddings (and projected frames for TAP, or when asked)."
         feats = self.audio_encoder(waveforms, lengths)
-        if self.pooling == 'mean': return AudioEmbedding(F.normalize(self.audio_proj(feats.pooled), dim=-1))
+        if self.pooling == 'mean':
+            vector = F.normalize(self.audio_proj(feats.pooled), dim=-1)
+            return AudioEmbedding(vector, self.audio_proj(feats.frames), feats.mask) if keep_frames else AudioEmbedding(vector)
         frames = self.audio_proj(feats.frames)
         return AudioEmbedding(F.normalize(masked_mean(frames, feats.mask), dim=-1), frames, feats.mask)
 
     def encode_text(self, captions:list[str])->torch.Tensor:
         "Unit-length caption embeddings (B, D)."
         return F.normalize(self.text_proj(self.text_encoder(captions)), dim=-1)
+
+    def encode_text_tokens(self, captions:list[str])->tuple[torch.Tensor, TokenStates]:
+        "Unit-length caption embeddings and the text encoder's token states (for fusion objectives)."
+        if not hasattr(self.text_encoder, 'token_states'):
+            raise TypeError(f"{type(self.text_encoder).__name__} gives no token states (token_states/pool/hidden_states), "
+                            "which match_weight and mlm_weight need; use a `transformers` text encoder (text_encoder='hf:<name>')")
+        states = self.text_encoder.token_states(captions)
+        return F.normalize(self.text_proj(self.text_encoder.pool(states)), dim=-1), states
 
     def similarity(self, text_emb:torch.Tensor, audio_emb:AudioEmbedding, chunked:bool|None=None)->torch.Tensor:
         "Scores, captions x clips: cosines; with TAP the whole-set path is chunked (default: when no gradient is needed)."

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from .encoders import TokenStates
 from .losses import ClusterHeads, DistillationLoss
 from .registry import CONTRASTIVE_LOSSES, LOSS_TERMS
 from .teachers import TeacherTargets
@@ -29,11 +30,16 @@ class ScoredBatch:
     audio:object           # the clips' `AudioEmbedding` (unit vectors; projected frames with TAP)
     captions:list[str]     # caption text of each row
     clip_ids:list[str]     # clip id of each column
+    # filled only when a term `needs` them (fusion objectives); row i's caption and column i's clip are item i of the batch
+    tokens:TokenStates|None = None       # the captions' token states, ids and attention mask (gathered, padded)
+    text_encoder:nn.Module|None = None   # this process's text encoder (to re-encode masked captions)
+    local:slice|None = None              # this process's items of the gathered batch (None: all of them)
 
 # %% ../nbs/06c_objectives.ipynb #b917afb0
 class LossTerm(nn.Module):
     "One term of the training objective; subclasses set `weight_field` and implement `from_config` and `forward`."
     weight_field:str = ''  # the config field holding the term's weight
+    needs:frozenset = frozenset()  # what it reads beyond the scores: 'frames' (audio.frames/mask), 'tokens' (tokens, text_encoder, local)
 
     @classmethod
     def from_config(cls, cfg, **inputs)->LossTerm|None:
@@ -125,6 +131,11 @@ class CombinedLoss(nn.Module):
     @property
     def terms(self)->dict[str, LossTerm]: return {name: getattr(self, name) for name in self.weights}
 
+    @property
+    def needs(self)->frozenset:
+        "What the computed terms read beyond the scores (the training step fills only that)."
+        return frozenset().union(*(term.needs for name, term in self.terms.items() if self.weights[name]))
+
     def forward(self, batch:ScoredBatch)->dict:
         out = {name: term(batch) for name, term in self.terms.items() if self.weights[name]}
         out['total'] = sum(self.weights[name] * value for name, value in out.items())
@@ -137,6 +148,7 @@ class CombinedLoss(nn.Module):
 # %% ../nbs/06c_objectives.ipynb #60bfc060
 def build_loss(cfg, **inputs)->CombinedLoss:
     "The training objective of a config: every registered loss term it activates, with its weight."
+    inputs = dict(shared={}, **inputs)  # `shared`: modules terms build once and share (the fusion of match and mlm)
     terms = {name: LOSS_TERMS.get(name).from_config(cfg, **inputs) for name in LOSS_TERMS}
     terms = {name: term for name, term in terms.items() if term is not None}
     return CombinedLoss(terms, {name: term.weight(cfg) for name, term in terms.items()})

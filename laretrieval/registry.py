@@ -133,6 +133,8 @@ LOSS_TERMS = Registry('loss term', {
     'contrastive': 'laretrieval.objectives:ContrastiveTerm',   # the `loss` objective over the batch's similarities
     'distillation': 'laretrieval.objectives:DistillationTerm', # stage 2: the teachers' similarities as soft targets
     'cluster': 'laretrieval.objectives:ClusterTerm',           # stage 3: caption-cluster classification
+    'match': 'laretrieval.fusion:MatchTerm',                   # audio-caption matching over cross-attention, hard negatives
+    'mlm': 'laretrieval.fusion:MLMTerm',                       # masked language modelling with the audio frames as context
 })
 CORPORA = MixableRegistry('dataset', {
     'builtin': 'laretrieval.sources:BuiltinCorpus',      # generated clips and captions (no download)

@@ -23,7 +23,7 @@ from .checkpoints import (JsonlLog, atomic_save, check_resumable, load_checkpoin
                                      rng_state, set_rng_state)
 from .config import ExperimentConfig, resolve_device
 from .datasets import AudioCaptionDataset, collate, loader_options
-from .distributed import gather_audio, gather_objects, gather_tensor
+from .distributed import gather_audio, gather_objects, gather_tensor, gather_token_states, process_group
 from .evaluate import Queries, caption_queries, evaluate_split
 from .losses import positive_mask
 from .model import AudioEmbedding, DualEncoder
@@ -77,12 +77,19 @@ class TrainingStep(nn.Module):
         self.model, self.loss, self.positives = model, loss, positives
 
     def forward(self, waveforms:torch.Tensor, lengths:torch.Tensor, captions:list[str], clip_ids:list[str])->dict:
-        audio = gather_audio(self.model.encode_audio(waveforms, lengths))
-        text = gather_tensor(self.model.encode_text(captions))
+        needs = self.loss.needs  # what the terms read beyond the scores (fusion objectives: frames, tokens)
+        audio = gather_audio(self.model.encode_audio(waveforms, lengths, keep_frames='frames' in needs))
+        extra = {}
+        if 'tokens' in needs:
+            text, tokens = self.model.encode_text_tokens(captions)
+            first = sum(gather_objects([len(captions)])[:process_group()[0]])  # this process's rows of the global batch
+            extra = dict(tokens=gather_token_states(tokens), text_encoder=self.model.text_encoder, local=slice(first, first + len(captions)))
+        else: text = self.model.encode_text(captions)
+        text = gather_tensor(text)
         captions, clip_ids = gather_objects(captions), gather_objects(clip_ids)
         keys = clip_ids if self.positives == 'clip' else captions
         sim = self.model.similarity(text, audio).float()  # losses in float32 under mixed precision
-        return self.loss(ScoredBatch(sim, positive_mask(keys, keys).to(sim.device), text.float(), audio, captions, clip_ids))
+        return self.loss(ScoredBatch(sim, positive_mask(keys, keys).to(sim.device), text.float(), audio, captions, clip_ids, **extra))
 
 # %% ../nbs/11_train.ipynb #6611ff0d
 def reached_leaves(output:torch.Tensor)->set[int]:
