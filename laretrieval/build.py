@@ -100,8 +100,8 @@ def build_datasets(cfg:ExperimentConfig, settings:Settings|None=None)->Splits:
                                    mixes=mixes, seed=cfg.seed)
     if mixes:  # the draws are fixed by (seed, epoch, item): count them here, for the run's notes
         per_epoch = [len(train_set.mixed_items(epoch)) for epoch in range(cfg.epochs)]
-        notes.append(f'LLM mix: mixed items trained on per epoch {per_epoch} of {len(train_set)} items '
-                     f'({sum(per_epoch)} in all; an incomplete last batch is dropped)')
+        notes.append(f'LLM mix: items drawn as mixes per epoch {per_epoch} of {len(train_set)} items ({sum(per_epoch)} in all; '
+                     f'those that fall in an incomplete last batch are dropped with it)')
     val_set = AudioCaptionDataset(split_clips(clips, 'val'), cfg.sample_rate, seconds, cache=cache)
     test_set = AudioCaptionDataset(split_clips(clips, 'test'), cfg.sample_rate, seconds, cache=cache)
     notes.append(f'clips: train {len(train_clips)}, val {len(val_set.clips)}, test {len(test_set.clips)}; training items: {len(train_set)}')

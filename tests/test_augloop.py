@@ -76,7 +76,7 @@ def test_build_wires_mixes_and_backtranslations(augmentation_files, tmp_path):
         ds.set_epoch(epoch)
         counts.append(sum(ds[i]['clip_id'].startswith('mix:') for i in range(len(ds))))
     assert 0 < sum(counts) < cfg.epochs * len(ds)  # mix_p=0.5: some items, not all
-    assert f'mixed items trained on per epoch {counts}' in ' '.join(splits.notes)
+    assert f'items drawn as mixes per epoch {counts}' in ' '.join(splits.notes)
 
 
 def test_build_refuses_inconsistent_mix_settings(augmentation_files, tmp_path):
@@ -106,7 +106,7 @@ def test_run_on_mixes_then_stages_2_and_3(augmentation_files, tmp_path, monkeypa
     monkeypatch.setattr(TrainingStep, 'forward', recording)
     aug = dict(llm_mix_file=str(mixes), mix_p=0.5, backtranslation_file=str(bt), epochs=2)
     metrics = run_training(tiny_config(**aug), tmp_path / 'stage1', progress=False)
-    noted = [n for n in metrics['data_notes'] if 'mixed items trained on per epoch' in n]
+    noted = [n for n in metrics['data_notes'] if 'items drawn as mixes per epoch' in n]
     assert len(noted) == 1
     mixed_seen = [c for c in seen if c.startswith('mix:')]
     pair_ids = {m.clip_id for m in read_mix_pairs(mixes)}
@@ -132,3 +132,17 @@ def test_run_on_mixes_then_stages_2_and_3(augmentation_files, tmp_path, monkeypa
     assert steps and all(torch.isfinite(torch.tensor([s['distillation'], s['cluster']])).all() for s in steps)
     assert any(c.startswith('mix:') for c in seen)  # the distilled batches held mixes
     print(f"stage 2+3: {sum(c.startswith('mix:') for c in seen)} mixed items distilled and clustered; test {stage2['test']}")
+
+
+def test_augment_command_writes_the_files_and_reuses_its_cache(augmentation_files, tmp_path, capsys):
+    from laretrieval.cli import main
+    mixes, bt, _ = augmentation_files
+    args = ['augment', '--set', 'builtin_clips=40', '--llm-mix', str(tmp_path / 'm.csv'), '--backtranslation', str(tmp_path / 'bt.csv'),
+            '--cache-dir', str(tmp_path / 'cache'), '--per-clip', '2']
+    assert main(args) == 0
+    # the same pairs and captions as the functions wrote with their own caches (the offline rules are deterministic)
+    assert read_mix_pairs(tmp_path / 'm.csv') == read_mix_pairs(mixes)
+    assert read_caption_table(tmp_path / 'bt.csv') == read_caption_table(bt)
+    assert main(args) == 0
+    assert '56 mixes of 28 training clips (56 from the cache' in capsys.readouterr().out
+    assert main(['augment', '--set', 'builtin_clips=40', '--cache-dir', str(tmp_path)]) == 2
