@@ -94,7 +94,7 @@ def test_build_refuses_inconsistent_mix_settings(augmentation_files, tmp_path):
 def test_run_on_mixes_then_stages_2_and_3(augmentation_files, tmp_path, monkeypatch):
     "A run trains on LLM mixes and back-translations; teachers and cluster labels built from it cover the mixes; stages 2+3 train on them."
     from laretrieval.hub import load_run
-    from laretrieval.pipeline import _per_clip, cluster_training_captions, run_training
+    from laretrieval.pipeline import _per_clip, cluster_training_captions, ensemble_runs, run_training
     from laretrieval.teachers import TeacherTargets
     from laretrieval.train import TrainingStep
     torch.set_num_threads(1)
@@ -115,10 +115,14 @@ def test_run_on_mixes_then_stages_2_and_3(augmentation_files, tmp_path, monkeypa
 
     # stage 2's teacher and stage 3's labels from the stage-1 model, on the training view with the mixes appended
     model, cfg = load_run(tmp_path / 'stage1')
+    run_training(tiny_config(**aug, seed=1), tmp_path / 'stage1_seed1', progress=False)
+    ensemble = ensemble_runs([tmp_path / 'stage1', tmp_path / 'stage1_seed1'], tmp_path / 'ensemble', teacher=True, progress=False)
     view = _per_clip(build_datasets(cfg).train)
     assert isinstance(view, MixedClipDataset) and pair_ids <= {c.clip_id for c in view.clips}
-    teacher = TeacherTargets.from_models([model], view)
-    teacher.save(tmp_path / 'teacher.pt')
+    single = TeacherTargets.from_models([model], view)  # one model's teacher, and the ensemble's (laretrieval ensemble --teacher)
+    teacher = TeacherTargets.load(ensemble['teacher'])
+    assert teacher.clip_ids == single.clip_ids and pair_ids <= set(teacher.clip_ids)
+    assert set(read_mix_pairs(mixes)[i].caption for i in range(5)) <= set(teacher.caption_texts)
     labels = cluster_training_captions(cfg, 3, tmp_path / 'clusters.csv', progress=False)
     mix = read_mix_pairs(mixes)[0]
     assert teacher.targets([mix.caption], [mix.clip_id]).shape == (1, 1)
@@ -126,7 +130,7 @@ def test_run_on_mixes_then_stages_2_and_3(augmentation_files, tmp_path, monkeypa
     assert (mix.clip_id, mix.caption) in load_cluster_labels(labels)
 
     seen.clear()
-    stage2 = run_training(tiny_config(**aug, teachers=str(tmp_path / 'teacher.pt'), cluster_labels=str(labels)), tmp_path / 'stage2', progress=False)
+    stage2 = run_training(tiny_config(**aug, teachers=ensemble['teacher'], cluster_labels=str(labels)), tmp_path / 'stage2', progress=False)
     steps = [json.loads(line) for line in (tmp_path / 'stage2' / 'log.jsonl').read_text().splitlines()]
     steps = [s for s in steps if s['kind'] == 'step']
     assert steps and all(torch.isfinite(torch.tensor([s['distillation'], s['cluster']])).all() for s in steps)
