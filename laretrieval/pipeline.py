@@ -117,8 +117,11 @@ def cluster_training_captions(cfg:ExperimentConfig, n_clusters:int, # k of k-mea
                               output:str|Path, seed:int=0, settings:Settings|None=None, progress:bool=True)->Path:
     "Cluster the captions of the config's training split, as training reads them, and write the stage-3 labels file."
     from laretrieval.clustering import cluster_captions, write_cluster_labels
-    clips = _per_clip(build_datasets(cfg, settings).train).clips  # with the LLM mixes: each is a training caption too
-    table = pd.DataFrame([(c.clip_id, i, text) for c in clips for i, text in enumerate(c.captions, 1)], columns=['file_name', 'caption_index', 'caption'])
+    train_set = build_datasets(cfg, settings).train
+    clips = getattr(train_set, 'base', train_set).clips
+    rows = [(c.clip_id, i, text) for c in clips for i, text in enumerate(c.captions, 1)]
+    rows += [(m.clip_id, 1, m.caption) for m in getattr(train_set, 'mix_pairs', [])]  # an LLM mix is a training clip with one caption
+    table = pd.DataFrame(rows, columns=['file_name', 'caption_index', 'caption'])
     return write_cluster_labels(cluster_captions(table, n_clusters, seed, progress=progress).table, output)
 
 # %% ../nbs/11b_pipeline.ipynb #b8b796af
