@@ -98,10 +98,10 @@ def build_datasets(cfg:ExperimentConfig, settings:Settings|None=None)->Splits:
     if cfg.gain_p or cfg.word_p or mixes:
         train_set = AugmentDataset(train_set, AugmentConfig(gain_p=cfg.gain_p, specaug_p=cfg.specaug_p, word_p=cfg.word_p, mix_p=cfg.mix_p),
                                    mixes=mixes, seed=cfg.seed)
-    if mixes:  # the draws are fixed by (seed, epoch, item): count them here, for the run's notes
-        per_epoch = [len(train_set.mixed_items(epoch)) for epoch in range(cfg.epochs)]
-        notes.append(f'LLM mix: items drawn as mixes per epoch {per_epoch} of {len(train_set)} items ({sum(per_epoch)} in all; '
-                     f'those that fall in an incomplete last batch are dropped with it)')
+    if mixes:  # the draws are fixed by (seed, epoch, item): epoch 0's are counted here (~30 us an item), for the run's notes
+        eligible = sum(train_set.base.clips[c].clip_id in train_set.mixes for c, _ in train_set.base.index)
+        notes.append(f'LLM mix: epoch 0 draws {len(train_set.mixed_items(0))} of its {len(train_set)} items as mixes (expected: '
+                     f'mix_p x {eligible} items of clips with mixes = {cfg.mix_p * eligible:.1f}); every epoch draws anew')
     val_set = AudioCaptionDataset(split_clips(clips, 'val'), cfg.sample_rate, seconds, cache=cache)
     test_set = AudioCaptionDataset(split_clips(clips, 'test'), cfg.sample_rate, seconds, cache=cache)
     notes.append(f'clips: train {len(train_clips)}, val {len(val_set.clips)}, test {len(test_set.clips)}; training items: {len(train_set)}')

@@ -76,7 +76,8 @@ def test_build_wires_mixes_and_backtranslations(augmentation_files, tmp_path):
         ds.set_epoch(epoch)
         counts.append(sum(ds[i]['clip_id'].startswith('mix:') for i in range(len(ds))))
     assert 0 < sum(counts) < cfg.epochs * len(ds)  # mix_p=0.5: some items, not all
-    assert f'items drawn as mixes per epoch {counts}' in ' '.join(splits.notes)
+    assert f'epoch 0 draws {counts[0]} of its {len(ds)} items as mixes (expected: mix_p x {len(ds)} items of clips with mixes = {0.5 * len(ds):.1f})' in ' '.join(splits.notes)
+    assert [len(ds.mixed_items(epoch)) for epoch in range(cfg.epochs)] == counts
 
 
 def test_build_refuses_inconsistent_mix_settings(augmentation_files, tmp_path):
@@ -106,7 +107,7 @@ def test_run_on_mixes_then_stages_2_and_3(augmentation_files, tmp_path, monkeypa
     monkeypatch.setattr(TrainingStep, 'forward', recording)
     aug = dict(llm_mix_file=str(mixes), mix_p=0.5, backtranslation_file=str(bt), epochs=2)
     metrics = run_training(tiny_config(**aug), tmp_path / 'stage1', progress=False)
-    noted = [n for n in metrics['data_notes'] if 'items drawn as mixes per epoch' in n]
+    noted = [n for n in metrics['data_notes'] if 'epoch 0 draws' in n]
     assert len(noted) == 1
     mixed_seen = [c for c in seen if c.startswith('mix:')]
     pair_ids = {m.clip_id for m in read_mix_pairs(mixes)}
