@@ -61,8 +61,9 @@ def llm_mixes(cfg:ExperimentConfig, clips:list[Clip], notes:list[str])->list:
     from laretrieval.augment import read_mix_pairs
     if cfg.mix_p and not cfg.llm_mix_file: raise ValueError(f"mix_p={cfg.mix_p} needs llm_mix_file: the mixes an item may become")
     if not cfg.llm_mix_file: return []
-    if not cfg.mix_p: raise ValueError(f"llm_mix_file {cfg.llm_mix_file} is given but mix_p=0, so no item would ever be a mix; set mix_p")
-    pairs = read_mix_pairs(cfg.llm_mix_file, {c.clip_id: c.split for c in clips})
+    pairs = read_mix_pairs(cfg.llm_mix_file, {c.clip_id: c.split for c in clips})  # checked even unused: a grid's mix_p=0 arm reads the same file
+    if not cfg.mix_p:
+        notes.append(f'LLM mix: {cfg.llm_mix_file} not used (mix_p=0)'); return []
     notes.append(f'LLM mix: {len(pairs)} mixes of {len({m.clip_a for m in pairs})} training clips from {cfg.llm_mix_file}; '
                  f'an item of such a clip becomes one of its mixes with probability mix_p={cfg.mix_p}')
     return pairs
