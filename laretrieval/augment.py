@@ -19,9 +19,9 @@ from .datasets import Clip, AudioCaptionDataset, SharedEpoch, item_generator
 from .corpora import read_caption_rows
 
 # %% auto #0
-__all__ = ['AugmentConfig', 'db_to_amplitude', 'random_gain', 'rms', 'mix_parts', 'mix_at_snr', 'band_masks', 'spec_augment',
-           'SpecAugment', 'word_augment', 'read_caption_table', 'CaptionMergeReport', 'add_extra_captions', 'MixPair',
-           'AugmentDataset']
+__all__ = ['MIX_COLUMNS', 'AugmentConfig', 'db_to_amplitude', 'random_gain', 'rms', 'mix_parts', 'mix_at_snr', 'band_masks',
+           'spec_augment', 'SpecAugment', 'word_augment', 'read_caption_table', 'CaptionMergeReport',
+           'add_extra_captions', 'MixPair', 'AugmentDataset', 'write_mix_pairs', 'read_mix_pairs', 'MixedClipDataset']
 
 # %% ../nbs/03_augment.ipynb #f5e09b70
 @dataclass
@@ -204,7 +204,7 @@ class AugmentDataset(Dataset):
         self.clips = {c.clip_id: c for c in base.clips}
         bad = [m.clip_id for m in mixes if m.clip_id in self.clips or m.clip_a not in self.clips or m.clip_b not in self.clips]
         if bad: raise ValueError(f"mix pair(s) {bad[:3]} reuse an original clip id or name a clip not in the dataset")
-        self.mixes = {}
+        self.mix_pairs, self.mixes = list(mixes), {}
         for m in mixes: self.mixes.setdefault(m.clip_a, []).append(m)
 
     def __len__(self): return len(self.base)
@@ -219,11 +219,22 @@ class AugmentDataset(Dataset):
         "The random source of item `i` in the current epoch."
         return item_generator(self.seed, self.epoch, i)
 
+    def draw_mix(self, clip_id:str, g:torch.Generator)->MixPair|None:
+        "The mix an item of `clip_id` becomes (None: it stays itself); the item's first draws from `g`."
+        pairs = self.mixes.get(clip_id, [])
+        if not pairs or torch.rand(1, generator=g) >= self.cfg.mix_p: return None
+        return pairs[int(torch.randint(len(pairs), (1,), generator=g))]
+
+    def mixed_items(self, epoch:int)->list[int]:
+        "The items that are mixes in `epoch` (the same draws as `__getitem__`, without reading audio)."
+        ids = [self.base.clips[c].clip_id for c, _ in self.base.index]
+        return [i for i, clip_id in enumerate(ids) if clip_id in self.mixes
+                and self.draw_mix(clip_id, item_generator(self.seed, epoch, i)) is not None]
+
     def __getitem__(self, i):
         item, g, cfg = dict(self.base[i]), self.generator(i), self.cfg
-        pairs = self.mixes.get(item['clip_id'], [])
-        if pairs and torch.rand(1, generator=g) < cfg.mix_p:
-            m = pairs[int(torch.randint(len(pairs), (1,), generator=g))]
+        m = self.draw_mix(item['clip_id'], g)
+        if m is not None:
             audio = mix_at_snr(self.base.audio(self.clips[m.clip_a], g), self.base.audio(self.clips[m.clip_b], g), m.snr_db)
             item = dict(clip_id=m.clip_id, audio=audio, captions=[m.caption])
         if cfg.gain_p > 0: item['audio'] = random_gain(item['audio'], cfg.gain_p, cfg.gain_db_min, cfg.gain_db_max, g)
@@ -231,3 +242,72 @@ class AugmentDataset(Dataset):
             item['captions'] = [word_augment(c, cfg.word_delete_p, cfg.word_swaps, g) if torch.rand(1, generator=g) < cfg.word_p
                                 else c for c in item['captions']]
         return item
+
+# %% ../nbs/03_augment.ipynb #49908dcf
+MIX_COLUMNS = ('mix_id', 'clip_a', 'clip_b', 'snr_db', 'caption')  # the llm_mix_file header
+
+def write_mix_pairs(pairs:list[MixPair], # e.g. from laretrieval.rewrite.llm_mix_pairs
+                    path:str|Path)->Path:
+    "Write mix pairs as the CSV a run's `llm_mix_file` names."
+    import csv
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'w', newline='', encoding='utf-8') as f:
+        out = csv.writer(f); out.writerow(MIX_COLUMNS)
+        for p in pairs: out.writerow([p.clip_id, p.clip_a, p.clip_b, repr(float(p.snr_db)), p.caption])
+    return path
+
+def read_mix_pairs(path:str|Path,                       # a CSV written by `write_mix_pairs`
+                   clip_splits:dict[str, str]|None=None, # clip id -> split of the corpus: mixes must use training clips
+                  )->list[MixPair]:
+    "The mix pairs of an `llm_mix_file`; a bad row is an error naming the file and the row."
+    import csv, math
+    pairs, seen = [], {}
+    with open(path, newline='', encoding='utf-8-sig') as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in MIX_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing: raise ValueError(f"{path}: no column(s) {missing}; an llm_mix_file has the header {','.join(MIX_COLUMNS)}")
+        for row in reader:
+            where = f"{path}, row {reader.line_num}"  # the file's line number (line 1: the header)
+            if None in row: raise ValueError(f"{where}: more cells than the {len(reader.fieldnames)} columns (an unquoted comma in the caption?)")
+            values = {c: (row[c] or '').strip() for c in MIX_COLUMNS}
+            empty = [c for c, v in values.items() if not v]
+            if empty: raise ValueError(f"{where}: empty {', '.join(empty)}")
+            try: snr = float(values['snr_db'])
+            except ValueError: raise ValueError(f"{where}: snr_db {values['snr_db']!r} is not a number") from None
+            if not math.isfinite(snr): raise ValueError(f"{where}: snr_db is {snr}")
+            mix_id, a, b = values['mix_id'], values['clip_a'], values['clip_b']
+            if mix_id in seen: raise ValueError(f"{where}: mix id {mix_id!r} repeats row {seen[mix_id]}")
+            if a == b: raise ValueError(f"{where}: clip_a and clip_b are both {a!r}")
+            if clip_splits is not None:
+                if mix_id in clip_splits: raise ValueError(f"{where}: mix id {mix_id!r} is a clip id of the corpus; mixes need new ids")
+                for name, clip_id in (('clip_a', a), ('clip_b', b)):
+                    split = clip_splits.get(clip_id)
+                    if split is None: raise ValueError(f"{where}: {name} {clip_id!r} is no clip of the corpus (another corpus or version?)")
+                    if split != 'train': raise ValueError(f"{where}: {name} {clip_id!r} is a {split!r} clip; mixes may use training clips only "
+                                                          "(evaluation audio would leak into training)")
+            seen[mix_id] = reader.line_num
+            pairs.append(MixPair(mix_id, a, b, snr, values['caption']))
+    if not pairs: raise ValueError(f"{path}: no mix pairs")
+    return pairs
+
+# %% ../nbs/03_augment.ipynb #2e1f59b6
+class MixedClipDataset(AudioCaptionDataset):
+    "The per-clip view of a split with its mixes appended as clips: a mix's audio is `clip_b` mixed into `clip_a` at `snr_db`, its caption the merged one."
+    def __init__(self, base:AudioCaptionDataset, # per-clip, all captions, crops from 0 (the teachers' view)
+                 mixes:list[MixPair]):            # mixes of the base's clips, with new ids
+        if base.per_caption or base.random_caption or base.random_crop:
+            raise ValueError("MixedClipDataset extends a per-clip dataset holding all captions, cropped from 0 (per_caption, random_caption and random_crop False)")
+        super().__init__(base.clips, base.sample_rate, base.max_samples / base.sample_rate, cache=base.cache, seed=base.seed)
+        self.by_id = {c.clip_id: c for c in base.clips}
+        bad = [m.clip_id for m in mixes if m.clip_id in self.by_id or m.clip_a not in self.by_id or m.clip_b not in self.by_id]
+        if bad: raise ValueError(f"mix pair(s) {bad[:3]} reuse an original clip id or name a clip not in the dataset")
+        self.mix_pairs = {m.clip_id: m for m in mixes}
+        self.clips = list(base.clips) + [Clip(m.clip_id, [m.caption], self.by_id[m.clip_a].split,
+                                              meta=dict(mix_of=(m.clip_a, m.clip_b), snr_db=m.snr_db)) for m in mixes]
+        self.index = [(i, None) for i in range(len(self.clips))]
+
+    def audio(self, clip:Clip, generator:torch.Generator|None=None)->torch.Tensor:
+        "A clip's waveform; a mix's is its two clips mixed at its SNR."
+        m = self.mix_pairs.get(clip.clip_id)
+        if m is None: return super().audio(clip, generator)
+        return mix_at_snr(super().audio(self.by_id[m.clip_a], generator), super().audio(self.by_id[m.clip_b], generator), m.snr_db)

@@ -20,7 +20,8 @@ from .objectives import CombinedLoss, build_loss
 from .sources import caption_normalizer, corpus_for
 
 # %% auto #0
-__all__ = ['Splits', 'with_extra_captions', 'check_ceiling', 'build_datasets', 'training_model', 'Training', 'build_training']
+__all__ = ['Splits', 'with_extra_captions', 'llm_mixes', 'check_ceiling', 'build_datasets', 'training_model', 'Training',
+           'build_training']
 
 # %% ../nbs/11a_build.ipynb #3c9c95df
 @dataclass
@@ -35,20 +36,37 @@ class Splits:
     test_queries:Queries|None = None # test queries: the split's captions, or those of `test_relevance`
 
 # %% ../nbs/11a_build.ipynb #d3759795
-def with_extra_captions(path:str, train_clips:list[Clip], clips:list[Clip], notes:list[str])->list[Clip]:
+def with_extra_captions(path:str, train_clips:list[Clip], clips:list[Clip], notes:list[str],
+                        field:str='extra_captions', # the config field that names `path` (errors and notes say it)
+                        source:str='extra',         # the captions' source in meta['caption_sources']
+                       )->list[Clip]:
     "Training clips with the extra captions of `path`; ids of other splits are counted, ids of no clip (or no training clip at all) are errors."
     from laretrieval.augment import add_extra_captions, read_caption_table
     extra = read_caption_table(path)
-    out, merge = add_extra_captions(train_clips, extra, source='extra', unknown='skip')
+    out, merge = add_extra_captions(train_clips, extra, source=source, unknown='skip')
     known = {c.clip_id for c in clips}
     nowhere = [i for i in merge.unknown_ids if i not in known]
-    if nowhere: raise ValueError(f"extra_captions {path}: {len(nowhere)} of its {len(extra)} clip ids are no clip of the corpus "
+    if nowhere: raise ValueError(f"{field} {path}: {len(nowhere)} of its {len(extra)} clip ids are no clip of the corpus "
                                  f"(first: {nowhere[:3]}); other file names or another corpus version?")
     if not merge.matched and not merge.already_present:
-        raise ValueError(f"extra_captions {path}: none of its {len(extra)} clip ids is a training clip; the run would train without them")
-    notes.append(f'extra captions: {merge.added} added to {merge.matched} training clips; {len(merge.unknown_ids)} ids of '
+        raise ValueError(f"{field} {path}: none of its {len(extra)} clip ids is a training clip; the run would train without them")
+    name = 'extra captions' if field == 'extra_captions' else field
+    notes.append(f'{name}: {merge.added} added to {merge.matched} training clips; {len(merge.unknown_ids)} ids of '
                  f'validation/test clips not used (evaluation keeps the original captions)')
     return out
+
+# %% ../nbs/11a_build.ipynb #120498c5
+def llm_mixes(cfg:ExperimentConfig, clips:list[Clip], notes:list[str])->list:
+    "The MixPairs of `cfg.llm_mix_file` (checked against the corpus's splits), noted; none without the file."
+    from laretrieval.augment import read_mix_pairs
+    if cfg.mix_p and not cfg.llm_mix_file: raise ValueError(f"mix_p={cfg.mix_p} needs llm_mix_file: the mixes an item may become")
+    if not cfg.llm_mix_file: return []
+    pairs = read_mix_pairs(cfg.llm_mix_file, {c.clip_id: c.split for c in clips})  # checked even unused: a grid's mix_p=0 arm reads the same file
+    if not cfg.mix_p:
+        notes.append(f'LLM mix: {cfg.llm_mix_file} not used (mix_p=0)'); return []
+    notes.append(f'LLM mix: {len(pairs)} mixes of {len({m.clip_a for m in pairs})} training clips from {cfg.llm_mix_file}; '
+                 f'an item of such a clip becomes one of its mixes with probability mix_p={cfg.mix_p}')
+    return pairs
 
 # %% ../nbs/11a_build.ipynb #7707cc5d
 def check_ceiling(name:str, queries:Queries, cfg:ExperimentConfig, notes:list[str], floor:float=0.9):
@@ -74,10 +92,18 @@ def build_datasets(cfg:ExperimentConfig, settings:Settings|None=None)->Splits:
     seconds, cache = corpus.clip_seconds, AudioCache.from_settings(settings)
     train_clips = split_clips(clips, 'train')
     if cfg.extra_captions: train_clips = with_extra_captions(cfg.extra_captions, train_clips, clips, notes)
+    if cfg.backtranslation_file:
+        train_clips = with_extra_captions(cfg.backtranslation_file, train_clips, clips, notes, 'backtranslation_file', 'backtranslation')
+    mixes = llm_mixes(cfg, clips, notes)
     train_set = AudioCaptionDataset(train_clips, cfg.sample_rate, seconds, random_crop=True, cache=cache, seed=cfg.seed,
                                     per_caption=cfg.train_items == 'caption', random_caption=cfg.train_items == 'clip')
-    if cfg.gain_p or cfg.word_p:
-        train_set = AugmentDataset(train_set, AugmentConfig(gain_p=cfg.gain_p, specaug_p=cfg.specaug_p, word_p=cfg.word_p), seed=cfg.seed)
+    if cfg.gain_p or cfg.word_p or mixes:
+        train_set = AugmentDataset(train_set, AugmentConfig(gain_p=cfg.gain_p, specaug_p=cfg.specaug_p, word_p=cfg.word_p, mix_p=cfg.mix_p),
+                                   mixes=mixes, seed=cfg.seed)
+    if mixes:  # the draws are fixed by (seed, epoch, item): epoch 0's are counted here (~30 us an item), for the run's notes
+        eligible = sum(train_set.base.clips[c].clip_id in train_set.mixes for c, _ in train_set.base.index)
+        notes.append(f'LLM mix: epoch 0 draws {len(train_set.mixed_items(0))} of its {len(train_set)} items as mixes (expected: '
+                     f'mix_p x {eligible} items of clips with mixes = {cfg.mix_p * eligible:.1f}); every epoch draws anew')
     val_set = AudioCaptionDataset(split_clips(clips, 'val'), cfg.sample_rate, seconds, cache=cache)
     test_set = AudioCaptionDataset(split_clips(clips, 'test'), cfg.sample_rate, seconds, cache=cache)
     notes.append(f'clips: train {len(train_clips)}, val {len(val_set.clips)}, test {len(test_set.clips)}; training items: {len(train_set)}')

@@ -20,7 +20,8 @@ from .package import MissingExtra, require, shipped
 
 # %% auto #0
 __all__ = ['FIELDS_EPILOG', 'parse_overrides', 'read_params_file', 'params_path', 'read_params', 'field_comments', 'fields_help',
-           'FieldsHelpFormatter', 'search_command', 'ablate_options', 'dry_run', 'main']
+           'FieldsHelpFormatter', 'search_command', 'ablate_options', 'dry_run', 'rewrite_backend', 'augment_command',
+           'main']
 
 # %% ../nbs/16_cli.ipynb #2f709e42
 def parse_overrides(pairs:list[str])->dict:
@@ -197,7 +198,7 @@ def _add_run_commands(sub):
 
 # %% ../nbs/16_cli.ipynb #bff25528
 def _add_model_commands(sub):
-    "index, search, zeroshot, predict, clusters: what a trained model is used for."
+    "index, search, zeroshot, predict, clusters, augment: what a trained model or a config's data is used for."
     idx = sub.add_parser('index', help='embed every audio file of a folder (recursively) into an index; rerunning embeds only new or changed files')
     idx.add_argument('audio_dir', type=Path, help='the sound collection')
     idx.add_argument('--model', type=Path, required=True, help='a run folder or a model folder (laretrieval export)')
@@ -233,6 +234,18 @@ def _add_model_commands(sub):
     clu.add_argument('--n-clusters', type=int, required=True, help='k of k-means')
     clu.add_argument('--output', type=Path, required=True, help='labels CSV (file_name, caption_index, caption, cluster)')
     clu.add_argument('--seed', type=int, default=0, help='k-means seed')
+    aug = sub.add_parser('augment', help="write a config's llm_mix_file and/or backtranslation_file from its training clips through cached rewriters")
+    _add_params_options(aug)
+    aug.add_argument('--llm-mix', type=Path, help='the llm_mix_file to write (mix_id, clip_a, clip_b, snr_db, caption)')
+    aug.add_argument('--backtranslation', type=Path, help='the backtranslation_file to write (file_name, caption_1..)')
+    aug.add_argument('--cache-dir', type=Path, required=True, help='the rewriters\' JSONL caches: a rerun asks the backends only for what they lack')
+    aug.add_argument('--merge-backend', default='offline', help="LLM mix's backend: offline, openai:<model>@<base url> (or transformers:<model>)")
+    aug.add_argument('--to-pivot', default='offline', help="back-translation's first step: offline, transformers:<model> (e.g. Helsinki-NLP/opus-mt-en-de) or openai:<model>@<base url>")
+    aug.add_argument('--to-english', default='offline', help="back-translation's second step, as --to-pivot (e.g. transformers:Helsinki-NLP/opus-mt-de-en)")
+    aug.add_argument('--language', default='German', help='the pivot language')
+    aug.add_argument('--per-clip', type=int, default=1, help='mixes with each training clip as the first clip')
+    aug.add_argument('--snr-db', type=float, nargs=2, default=(0.0, 10.0), metavar=('MIN', 'MAX'), help='SNR range of the mixes')
+    aug.add_argument('--seed', type=int, default=0, help='picks the mixes\' partners, captions and SNRs')
 
 # %% ../nbs/16_cli.ipynb #1cfa426e
 def _add_ablate_command(sub, slurm_options:dict):
@@ -297,6 +310,46 @@ def _predict_command(args)->int:
         if result['not_scored']: print(f"not scored (beyond k={args.k}): {', '.join(result['not_scored'])}")
     return 0
 
+# %% ../nbs/16_cli.ipynb #ffc43fef
+def rewrite_backend(spec:str # 'offline', 'transformers:<model>' or 'openai:<model>@<base url>'
+                   ):
+    "The rewrite backend a command-line spec names (openai: the key from $OPENAI_API_KEY when it is set, else none)."
+    import os
+    from laretrieval.rewrite import OfflineBackend
+    kind, _, rest = spec.partition(':')
+    if spec == 'offline': return OfflineBackend()
+    if kind == 'transformers' and rest:
+        from laretrieval.backends import TransformersBackend
+        return TransformersBackend(rest)
+    if kind == 'openai' and '@' in rest:
+        from laretrieval.backends import OpenAIChatBackend
+        model, _, url = rest.partition('@')
+        return OpenAIChatBackend(url, model, api_key_env='OPENAI_API_KEY' if os.environ.get('OPENAI_API_KEY') else None)
+    raise ValueError(f"backend {spec!r}: use offline, transformers:<model> or openai:<model>@<base url>")
+
+def augment_command(args)->int:
+    "`laretrieval augment`: write the llm_mix_file and/or backtranslation_file of a config's training clips."
+    from laretrieval.config import load_settings
+    from laretrieval.datasets import split_clips
+    from laretrieval.rewrite import Rewriter, write_backtranslation_file, write_llm_mix_file
+    from laretrieval.sources import corpus_for
+    if args.llm_mix is None and args.backtranslation is None: raise ValueError('augment writes --llm-mix and/or --backtranslation; give one')
+    cfg = ExperimentConfig.from_dict(read_params(args.params, args.overrides))
+    clips = split_clips(corpus_for(cfg).clips(cfg, load_settings()), 'train')  # mixes and new captions of training clips only
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    if args.llm_mix is not None:
+        merger = Rewriter(rewrite_backend(args.merge_backend), 'merge', args.cache_dir / 'merge.jsonl')
+        path, r = write_llm_mix_file(clips, merger, args.llm_mix, per_clip=args.per_clip, snr_db=tuple(args.snr_db), seed=args.seed)
+        print(f"wrote {path}: {r.ok} mixes of {len(clips)} training clips ({r.from_cache} from the cache, {r.refused} refused, {r.errors} failed)")
+    if args.backtranslation is not None:
+        # a translation model takes the caption itself ('plain'); a chat model or the offline rules take the 'translate' prompt
+        step = lambda spec, name: Rewriter(rewrite_backend(spec), 'plain' if spec.startswith('transformers:') else 'translate', args.cache_dir / name)
+        path, (r1, r2) = write_backtranslation_file(clips, step(args.to_pivot, f'to_{args.language}.jsonl'), step(args.to_english, 'to_English.jsonl'),
+                                                     args.backtranslation, args.language)
+        print(f"wrote {path}: back-translations of {r1.unique} distinct captions ({r1.from_cache + r2.from_cache} answers from the cache, "
+              f"{r1.refused + r2.refused} refused, {r1.errors + r2.errors} failed)")
+    return 0
+
 # %% ../nbs/16_cli.ipynb #2ee7af07
 def _run_command(args)->int|None:
     "train, clusters, export, index / search / zeroshot and ensemble; None for the other commands."
@@ -321,6 +374,7 @@ def _run_command(args)->int|None:
         if args.push: print(push_to_hub(folder, args.push))
         return 0
     if args.command in ('index', 'search', 'zeroshot'): return search_command(args)
+    if args.command == 'augment': return augment_command(args)
     if args.command == 'ensemble':
         from laretrieval.pipeline import ensemble_runs, ensemble_table
         result = ensemble_runs(args.runs, args.output_dir, args.normalize, choose=not args.equal_weights, teacher=args.teacher, device=args.device)

@@ -151,8 +151,8 @@ class DataFields:
     kfold:int = 0                      # k-fold members: development + validation merged and cut into k folds by data_seed (0: the corpus's splits)
     fold:int = 0                       # with kfold: the fold held out for validation, 0..kfold-1
     mix_p:float = 0.0                  # augmentation: chance a training item is replaced by one of its clip's mixes (needs llm_mix_file)
-    llm_mix_file:str = ''              # mixed-clip pairs with merged captions from laretrieval.rewrite.llm_mix_pairs (empty: none)
-    backtranslation_file:str = ''      # CSV (file_name, caption_1..) of back-translated captions added to training (empty: none)
+    llm_mix_file:str = ''              # CSV (mix_id, clip_a, clip_b, snr_db, caption) of LLM mixes of training clips, from laretrieval.rewrite.write_llm_mix_file (empty: none)
+    backtranslation_file:str = ''      # CSV (file_name, caption_1..) of back-translated training captions, from laretrieval.rewrite.write_backtranslation_file (empty: none)
 
 # %% ../nbs/00_config.ipynb #1deeb293
 @dataclass

@@ -119,16 +119,21 @@ def cluster_training_captions(cfg:ExperimentConfig, n_clusters:int, # k of k-mea
     from laretrieval.clustering import cluster_captions, write_cluster_labels
     train_set = build_datasets(cfg, settings).train
     clips = getattr(train_set, 'base', train_set).clips
-    table = pd.DataFrame([(c.clip_id, i, text) for c in clips for i, text in enumerate(c.captions, 1)], columns=['file_name', 'caption_index', 'caption'])
+    rows = [(c.clip_id, i, text) for c in clips for i, text in enumerate(c.captions, 1)]
+    rows += [(m.clip_id, 1, m.caption) for m in getattr(train_set, 'mix_pairs', [])]  # an LLM mix is a training clip with one caption
+    table = pd.DataFrame(rows, columns=['file_name', 'caption_index', 'caption'])
     return write_cluster_labels(cluster_captions(table, n_clusters, seed, progress=progress).table, output)
 
 # %% ../nbs/11b_pipeline.ipynb #b8b796af
 DATA_FIELDS = ('dataset', 'data_dir', 'builtin_clips', 'data_seed', 'esc50_test_fold', 'positives')  # members must agree
 
 def _per_clip(dataset)->AudioCaptionDataset:
-    "The per-clip, all-captions view of a training dataset (under any augmenting wrapper)."
+    "The per-clip, all-captions view of a training dataset (under any augmenting wrapper), its LLM mixes appended as clips."
+    from laretrieval.augment import MixedClipDataset
     base = getattr(dataset, 'base', dataset)
-    return AudioCaptionDataset(base.clips, base.sample_rate, base.max_samples / base.sample_rate, cache=base.cache)
+    view = AudioCaptionDataset(base.clips, base.sample_rate, base.max_samples / base.sample_rate, cache=base.cache)
+    mixes = getattr(dataset, 'mix_pairs', [])  # a mixed item needs a teacher row and column, and a cluster label
+    return MixedClipDataset(view, mixes) if mixes else view
 
 def score_members(run_dirs:list, members:list, # finished run folders and their (model, config) from `load_run`
                   teacher:bool=False, device='cpu', settings:Settings|None=None, progress:bool=True)->tuple[dict, dict]:

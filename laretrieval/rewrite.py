@@ -23,7 +23,7 @@ from .package import shipped
 # %% auto #0
 __all__ = ['PROMPTS_DIR', 'REFUSAL_RE', 'Prompt', 'load_prompt', 'Request', 'Refusal', 'Backend', 'answer_each', 'swap_synonyms',
            'pseudo_translate', 'merge_captions_rule', 'OfflineBackend', 'JsonlCache', 'RewriteResult', 'RewriteReport',
-           'Rewriter', 'back_translate', 'llm_mix_pairs']
+           'Rewriter', 'back_translate', 'llm_mix_pairs', 'write_llm_mix_file', 'write_backtranslation_file']
 
 # %% ../nbs/03b_rewrite.ipynb #687991d4
 PROMPTS_DIR = shipped('prompts', must_exist=False)  # data/prompts, shipped in the package (laretrieval/data/prompts)
@@ -300,3 +300,36 @@ def llm_mix_pairs(clips:list[Clip],          # the training clips
     results, report = merger.run([dict(caption_a=ca, caption_b=cb) for _, _, _, ca, cb, _ in plans], desc='LLM mix')
     pairs = [MixPair(mid, a.clip_id, b.clip_id, snr, r.output) for (mid, a, b, _, _, snr), r in zip(plans, results) if r.status == 'ok']
     return pairs, report
+
+# %% ../nbs/03b_rewrite.ipynb #e84482d2
+def write_llm_mix_file(clips:list[Clip],  # the training clips
+                       merger:Rewriter,    # a rewriter with the 'merge' prompt (cached)
+                       path:str|Path,      # the CSV to write: a run's `llm_mix_file`
+                       **kwargs,           # per_clip, snr_db, seed of `llm_mix_pairs`
+                      )->tuple[Path, RewriteReport]:
+    "Make LLM-mix pairs of `clips` and write them as an `llm_mix_file`."
+    from laretrieval.augment import write_mix_pairs
+    pairs, report = llm_mix_pairs(clips, merger, **kwargs)
+    if not pairs: raise ValueError(f"no mix pair came back from the rewriter ({report}); nothing to write to {path}")
+    return write_mix_pairs(pairs, path), report
+
+def write_backtranslation_file(clips:list[Clip],    # the training clips
+                               to_pivot:Rewriter, to_english:Rewriter, # the two cached 'translate' rewriters
+                               path:str|Path,        # the CSV to write: a run's `backtranslation_file`
+                               language:str='German')->tuple[Path, tuple[RewriteReport, RewriteReport]]:
+    "Back-translate every caption of `clips` and write the new ones per clip as a `backtranslation_file`."
+    import csv
+    captions = [c for clip in clips for c in clip.captions]
+    results, reports = back_translate(captions, to_pivot, to_english, language)
+    rows, k = [], 0
+    for clip in clips:
+        got = results[k:k + len(clip.captions)]; k += len(clip.captions)
+        new = [t for t in dict.fromkeys(r.output.strip() for r in got if r.status == 'ok') if t not in clip.captions]
+        if new: rows.append([clip.clip_id, *new])
+    if not rows: raise ValueError(f"no back-translated caption differs from the originals ({reports}); nothing to write to {path}")
+    width = max(len(r) for r in rows) - 1
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'w', newline='', encoding='utf-8') as f:
+        out = csv.writer(f); out.writerow(['file_name', *[f'caption_{i}' for i in range(1, width + 1)]])
+        out.writerows(r + [''] * (width + 1 - len(r)) for r in rows)
+    return path, reports

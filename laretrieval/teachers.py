@@ -64,7 +64,8 @@ def caption_rows(dataset:AudioCaptionDataset)->list[str]:
 # %% ../nbs/06b_teachers.ipynb #a0c67990
 CAPTION_HINT = ("a teacher must be exported for the same training captions the student sees (caption texts changed, "
                 "e.g. by word augmentation or extra captions added later, are not in it: look targets up by the original text, or re-export)")
-CLIP_HINT = "a teacher must be exported on the same training split (clip ids) as the student's"
+CLIP_HINT = ("a teacher must be exported on the same training split (clip ids) as the student's; a run with an llm_mix_file "
+             "also needs its mixes ('mix:...' ids) as clips (augment.MixedClipDataset, as laretrieval ensemble --teacher exports)")
 
 class TeacherTargets:
     "Teachers' caption x clip correspondences for distillation, looked up by caption text (rows) and clip id (columns)."
