@@ -40,3 +40,13 @@ def test_stages_study_trains_ensembles_distills_and_compares(tmp_path):
     comparisons = pd.read_csv(out / 'comparisons.csv')
     assert len(comparisons) == 6 and comparisons['p_value'].between(0, 1).all()
     assert (out / 'stages.png').stat().st_size > 0
+
+
+def test_kfold_study_trains_a_member_per_fold_and_ensembles_them(tmp_path):
+    pm.execute_notebook(str(STUDIES / 'kfold.ipynb'), str(tmp_path / 'executed.ipynb'), progress_bar=False, kernel_name='python3',
+                        parameters=dict(seeds=[0], kfold=2, epochs=1, builtin_clips=40, extra=TINY, batch_dir=str(tmp_path / 'kfold')))
+    results = pd.read_csv(tmp_path / 'kfold' / 'results.csv')
+    assert sorted(results['fold']) == [0, 1] and (results['status'] == 'done').all() and (results['kfold'] == 2).all()
+    ensemble = json.loads((tmp_path / 'kfold' / 'ensemble' / 'ensemble.json').read_text())
+    assert len(ensemble['members']) == 2 and ensemble['weights'] == [0.5, 0.5]
+    assert (tmp_path / 'kfold' / 'study.png').stat().st_size > 0
