@@ -117,3 +117,12 @@ def test_fold_grid_and_the_ensemble_of_its_members(tmp_path):
     own = tmp_path / 'own-splits'
     run_training(tiny_config(eval_batch_size=32), own, progress=False)
     with pytest.raises(ValueError, match='kfold differ'): ensemble_runs([runs[0], own], tmp_path / 'mixed', progress=False)
+
+
+def test_fold_is_a_grid_axis():
+    "`fold: [0..k-1]` expands to one point per fold (distinct run ids and arms); a fold outside 0..k-1 is refused before any run starts."
+    from laretrieval.ablate import expand_grid, grid_points
+    points = grid_points({'kfold': 5, 'fold': [0, 1, 2, 3, 4]})
+    assert [p['fold'] for p, _, _ in points] == [0, 1, 2, 3, 4]
+    assert len({run_id for _, run_id, _ in points}) == 5 and [arm for _, _, arm in points] == [f'fold={f}' for f in range(5)]
+    with pytest.raises(ValueError, match='one of 0..4'): expand_grid({'kfold': 5, 'fold': [3, 4, 5]})
