@@ -15,6 +15,7 @@ from .checkpoints import load_weights
 from .config import ExperimentConfig, Settings, load_settings
 from .datasets import AudioCaptionDataset, Clip, split_clips
 from .evaluate import Queries, best_possible_map, caption_queries, file_queries
+from .kfold import kfold_splits
 from .model import DualEncoder, build_model
 from .objectives import CombinedLoss, build_loss
 from .sources import caption_normalizer, corpus_for
@@ -89,6 +90,8 @@ def build_datasets(cfg:ExperimentConfig, settings:Settings|None=None)->Splits:
     corpus = corpus_for(cfg)
     clips = corpus.clips(cfg, settings)
     notes = list(corpus.notes)  # what the corpus skipped or excluded (e.g. a mixture's Clotho-evaluation sounds)
+    if cfg.kfold:
+        clips, note = kfold_splits(clips, cfg.kfold, cfg.fold, cfg.data_seed, corpus.fold_group); notes.append(note)
     seconds, cache = corpus.clip_seconds, AudioCache.from_settings(settings)
     train_clips = split_clips(clips, 'train')
     if cfg.extra_captions: train_clips = with_extra_captions(cfg.extra_captions, train_clips, clips, notes)

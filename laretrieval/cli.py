@@ -181,7 +181,7 @@ def _add_run_commands(sub):
     again.add_argument('--resume', action='store_true', help='continue from OUTPUT_DIR/last.ckpt')
     again.add_argument('--overwrite', action='store_true', help='start over in an OUTPUT_DIR that holds a run (its files are deleted)')
     trn.add_argument('--quiet', action='store_true', help='no progress bars or per-epoch lines')
-    ens = sub.add_parser('ensemble', help='evaluate an ensemble of finished runs (weights chosen on validation); export it as a teacher')
+    ens = sub.add_parser('ensemble', help='evaluate an ensemble of finished runs (weights chosen on validation; k-fold members of different folds: equal weights); export it as a teacher')
     ens.add_argument('runs', type=Path, nargs='+', help='run folders (config.json + checkpoint.pt)')
     ens.add_argument('--output-dir', type=Path, required=True, help='gets ensemble.json, per_query_t2a.csv (and teacher.pt)')
     ens.add_argument('--normalize', choices=['zscore', 'raw'], default='zscore', help='z-score each model\'s matrix before averaging (default)')

@@ -266,6 +266,9 @@ class ExperimentConfig(RunFields, EvalFields, StageFields, OptimFields, ModelFie
         unknown = [n for n in self.logger.split(',') if n.strip() and n.strip() not in TRACKERS]
         if unknown: raise ValueError(f"parameter 'logger' is {self.logger!r}: unknown tracker(s) {', '.join(map(repr, unknown))}; "
                                      f"it must be a comma-separated list of {', '.join(TRACKERS)}")
+        if self.kfold == 1 or (self.kfold and self.fold >= self.kfold) or (not self.kfold and self.fold):
+            raise ValueError(f"parameters kfold={self.kfold}, fold={self.fold}: " + ("kfold must be 0 (the corpus's splits) or at least 2" if self.kfold == 1
+                             else f"fold must be one of 0..{self.kfold - 1}" if self.kfold else "fold needs kfold >= 2 (kfold=0 uses the corpus's splits)"))
         if self.val_metric not in self.metric_names():
             raise ValueError(f"parameter 'val_metric' is {self.val_metric!r}; with map_ks={self.map_ks} and "
                              f"recall_ks={self.recall_ks} it must be one of {self.metric_names()}")

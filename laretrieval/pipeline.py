@@ -125,7 +125,7 @@ def cluster_training_captions(cfg:ExperimentConfig, n_clusters:int, # k of k-mea
     return write_cluster_labels(cluster_captions(table, n_clusters, seed, progress=progress).table, output)
 
 # %% ../nbs/11b_pipeline.ipynb #b8b796af
-DATA_FIELDS = ('dataset', 'data_dir', 'builtin_clips', 'data_seed', 'esc50_test_fold', 'positives')  # members must agree
+DATA_FIELDS = ('dataset', 'data_dir', 'builtin_clips', 'data_seed', 'esc50_test_fold', 'positives', 'kfold')  # members must agree (`fold` may differ)
 
 def _per_clip(dataset)->AudioCaptionDataset:
     "The per-clip, all-captions view of a training dataset (under any augmenting wrapper), its LLM mixes appended as clips."
@@ -137,17 +137,20 @@ def _per_clip(dataset)->AudioCaptionDataset:
 
 def score_members(run_dirs:list, members:list, # finished run folders and their (model, config) from `load_run`
                   teacher:bool=False, device='cpu', settings:Settings|None=None, progress:bool=True)->tuple[dict, dict]:
-    "Each member's caption x clip scores on val and test (and the training split for a teacher), and the keys they share."
+    "Each member's caption x clip scores on val (not for k-fold members: each has its own) and test (and the training split for a teacher), and the keys they share."
     from laretrieval.ensemble import model_similarities
     from laretrieval.teachers import caption_rows
     first = members[0][1]
     for r, (_, cfg) in zip(run_dirs, members):
         differ = [f for f in DATA_FIELDS if getattr(cfg, f) != getattr(first, f)]
         if differ: raise ValueError(f"{r} was trained on other data than {run_dirs[0]}: {', '.join(differ)} differ")
+    folds = len({cfg.fold for _, cfg in members}) > 1  # k-fold members: they share the test split, each validates on its own fold
+    if folds and teacher: raise ValueError("a teacher needs every member scored on one training split, but these k-fold members "
+                                           f"(folds {sorted({cfg.fold for _, cfg in members})}) train on different ones; build it from members of one fold")
     sims, keys = dict(val=[], test=[], train=[]), {}
     for n, (model, cfg) in enumerate(members):
         splits = build_datasets(cfg, settings)
-        parts = dict(val=splits.val, test=splits.test, **(dict(train=_per_clip(splits.train)) if teacher else {}))
+        parts = dict(**({} if folds else dict(val=splits.val)), test=splits.test, **(dict(train=_per_clip(splits.train)) if teacher else {}))
         for name, dataset in parts.items():
             positives = 'clip' if name == 'train' else cfg.positives  # the teacher has a row per training caption
             (sim,), text_keys, audio_keys = model_similarities([model], dataset, cfg.eval_batch_size, device, positives)
@@ -184,8 +187,9 @@ def ensemble_runs(run_dirs:list, output_dir:str|Path, normalize:str='zscore', ch
     members = [load_run(r, device) for r in run_dirs]
     first = members[0][1]
     sims, keys = score_members(run_dirs, members, teacher, device, settings, progress)
-    # weights maximise the members' validation metric on text→audio (an a2t val_metric is read as its t2a counterpart)
-    val_metric = first.val_metric.split('_', 1)[1]
+    # weights maximise the members' validation metric on text→audio (an a2t val_metric is read as its t2a counterpart);
+    # k-fold members share no validation split (keys['val'] unset), so they get equal weights
+    val_metric, choose = first.val_metric.split('_', 1)[1], choose and 'val' in keys
     weights, val_value = choose_weights(sims['val'], *keys['val'], normalize=normalize, metric=val_metric) if choose else ([1 / len(members)] * len(members), None)
     text_keys, audio_keys = keys['test']
     systems = {'ensemble': combine_similarities(sims['test'], normalize, weights), **{str(r): s for r, s in zip(run_dirs, sims['test'])}}

@@ -29,6 +29,10 @@ class Corpus:
         "Every clip of the corpus, each with its split."
         raise NotImplementedError(f"{type(self).__name__}.clips")
 
+    def fold_group(self, clip:Clip)->str:
+        "The group a clip shares its k-fold fold with (`kfold`): clips of one recording stay together; here each clip alone."
+        return clip.clip_id
+
     def folder(self, cfg:ExperimentConfig, settings:Settings)->Path:
         "Where the corpus lives: `cfg.data_dir`, else `data_root/<name>` of settings.ini."
         return Path(cfg.data_dir) if cfg.data_dir else settings.data_root / self.name
@@ -61,6 +65,10 @@ class ESC50Corpus(Corpus):
         for clip, val in zip(clips, held_out):
             clip.split = 'test' if clip.meta['fold'] == cfg.esc50_test_fold else 'val' if val else 'train'
         return clips
+    def fold_group(self, clip):
+        "The Freesound recording of the clip's file name (fold-recording-take-class.wav): its takes A, B, ... share a fold."
+        parts = Path(clip.clip_id).stem.split('-')
+        return parts[1] if len(parts) == 4 else clip.clip_id
 
 class ClothoCorpus(Corpus):
     "Clotho v2.1: development trains, validation validates, evaluation tests; captions normalised."

@@ -70,3 +70,13 @@ def test_encoders_study_times_the_candidates_drops_the_slow_ones_and_compares_th
     assert (config['audio_blocks'], config['audio_weights'], config['sample_rate']) == (1, 'none', 16000)
     assert len(pd.read_csv(tmp_path / 'batch' / 'comparisons.csv')) == 2
     assert (tmp_path / 'batch' / 'study.png').stat().st_size > 0
+
+
+def test_kfold_study_trains_a_member_per_fold_and_ensembles_them(tmp_path):
+    pm.execute_notebook(str(STUDIES / 'kfold.ipynb'), str(tmp_path / 'executed.ipynb'), progress_bar=False, kernel_name='python3',
+                        parameters=dict(seeds=[0], kfold=2, epochs=1, builtin_clips=40, extra=TINY, batch_dir=str(tmp_path / 'kfold')))
+    results = pd.read_csv(tmp_path / 'kfold' / 'results.csv')
+    assert sorted(results['fold']) == [0, 1] and (results['status'] == 'done').all() and (results['kfold'] == 2).all()
+    ensemble = json.loads((tmp_path / 'kfold' / 'ensemble' / 'ensemble.json').read_text())
+    assert len(ensemble['members']) == 2 and ensemble['weights'] == [0.5, 0.5]
+    assert (tmp_path / 'kfold' / 'study.png').stat().st_size > 0
