@@ -169,6 +169,7 @@ def distributed_train(params:dict, run_dir:Path, resume:bool, batch_dir:Path):
         tail = '\n'.join(log.read_text(errors='replace').splitlines()[-15:])
         raise RuntimeError(f"{run_id}: torchrun of {params['devices']} processes exited with status {code}; {log} ends:\n{tail}")
 
+# %% ../nbs/13_ablate.ipynb #41b89758
 def run_point(params:dict, run_id:str, # the grid point
               batch_dir:Path,          # the batch: runs/<run_id>/ is its folder
               notebook:str|Path=DEFAULT_NOTEBOOK,

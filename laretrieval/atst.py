@@ -174,6 +174,7 @@ def _stand_in(qualified:str)->type:
     def __setstate__(self, state): self.update(state) if isinstance(state, dict) else None
     return type(name, (dict,), dict(__module__=module, __qualname__=name, __init__=__init__, __setstate__=__setstate__))
 
+# %% ../nbs/04d_atst.ipynb #50ef6f13
 class _CheckpointUnpickler(pickle.Unpickler):
     "Unpickles what torch's weights-only loader allows (tensors, containers); any other class becomes an inert stand-in."
     def find_class(self, module:str, name:str):

@@ -118,6 +118,7 @@ BEATS_ITER3_PLUS = BEATsConfig(
 TRAINING_FIELDS = ('dropout', 'attention_dropout', 'activation_dropout', 'encoder_layerdrop', 'dropout_input',
                    'layer_wise_gradient_decay_ratio', 'finetuned_model', 'predictor_dropout', 'predictor_class')
 
+# %% ../nbs/04c_beats.ipynb #8eb174ab
 def check_architecture(cfg:BEATsConfig, source:str='cfg'):
     "Refuse a config whose architecture is not `BEATS_ITER3_PLUS`'s (the one rebuilt without a file)."
     differ = {f.name: (getattr(cfg, f.name), getattr(BEATS_ITER3_PLUS, f.name)) for f in fields(BEATsConfig)
@@ -233,6 +234,7 @@ class BEATsLayer(nn.Module):
         x = self.self_attn_layer_norm(self.alpha * x + self.dropout(attended))
         return self.final_layer_norm(self.alpha * x + self.feed_forward(x)), bias
 
+# %% ../nbs/04c_beats.ipynb #b1da31a8
 class BEATsTransformer(nn.Module):
     "The official `TransformerEncoder`: convolutional positions, layers sharing one relative bias table, LayerNorm."
     def __init__(self, cfg:BEATsConfig, layers:int=0): # layers: build only the first N (0: all)

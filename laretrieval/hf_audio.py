@@ -102,6 +102,7 @@ class KaldiFbank(nn.Module):
         fbank = F.pad(fbank, (0, 0, 0, self.max_length - fbank.shape[1]))
         return self.scale(fbank).transpose(1, 2)
 
+# %% ../nbs/04e_hf_audio.ipynb #1e426548
 def repeat_pad(waves:torch.Tensor, lengths:torch.Tensor, # (N, samples) windows and their real lengths
                n_samples:int,                              # the window length
                repeat:bool=True)->torch.Tensor:            # False: zeros after the real part
@@ -264,6 +265,7 @@ def _run_ast(self:HFAudioEncoder, waves, lengths):
     start = torch.arange(steps, device=waves.device) * self.net.config.time_stride * self.hop  # first sample of each step
     return frames, start[None] < lengths[:, None], out.pooler_output
 
+# %% ../nbs/04e_hf_audio.ipynb #10370ce3
 @patch
 def _run_clap(self:HFAudioEncoder, waves, lengths):
     mel = self.frontend(repeat_pad(waves, lengths, self.window, self.repeat)).transpose(1, 2)[:, None]  # (N, 1, frames, mels)

@@ -111,6 +111,7 @@ def _checked_scores(scores:torch.Tensor)->torch.Tensor:
     if has_nan: raise ValueError(f"scores hold NaN (first: row {int(scores.isnan().any(1).nonzero()[0])})")
     return scores
 
+# %% ../nbs/07_metrics.ipynb #8746cf5f
 def _relevant_thresholds(scores:torch.Tensor,  # (queries, candidates) float32, any memory layout
                          query:np.ndarray,     # query of each relevant pair, grouped by query
                          candidate:np.ndarray, # candidate of each relevant pair
@@ -131,6 +132,7 @@ def _ranks_of_pairs(scores:torch.Tensor, query:np.ndarray, candidate:np.ndarray)
     counts = _count_at_least(scores, torch.from_numpy(thresholds).to(scores.device))
     return _ranks_from_counts(thresholds, valid, counts, relevant_counted=True)
 
+# %% ../nbs/07_metrics.ipynb #978206cf
 def relevant_ranks(scores:torch.Tensor,   # (queries, candidates) similarity; a transposed view is not copied
                    relevant:torch.Tensor, # (queries, candidates) bool
                   )->torch.Tensor:
@@ -232,6 +234,7 @@ def _ranks_both_ways(sim:torch.Tensor,  # (n_queries, n_clips) float32
     return (_ranks_from_counts(t_rows, valid_rows, rows, relevant_counted=True),
             _ranks_from_counts(t_cols, valid_cols, cols, relevant_counted=True))
 
+# %% ../nbs/07_metrics.ipynb #2b63eed4
 def evaluate_relevance(sim:torch.Tensor,      # (n_queries, n_clips) similarity
                        relevant:torch.Tensor, # (n_queries, n_clips) bool; every query has a relevant clip
                        map_ks=(10,), recall_ks=(1, 5, 10),
@@ -253,6 +256,7 @@ def evaluate_relevance(sim:torch.Tensor,      # (n_queries, n_clips) similarity
         out[name]['queries'] = int(asked[name].sum())
     return out
 
+# %% ../nbs/07_metrics.ipynb #b9e4d6f2
 def evaluate_retrieval(sim:torch.Tensor,  # (n_captions, n_clips) similarity
                        text_ids:list,     # clip id of each caption
                        audio_ids:list,    # clip id of each clip

@@ -79,6 +79,7 @@ def read_audiocaps_official(csv_path:str|Path,          # train.csv / val.csv / 
     report.log(str(csv_path))
     return list(clips.values())
 
+# %% ../nbs/02f_mixtures.ipynb #5d0ad5c9
 def read_audiocaps_any(root:str|Path, # folder with train.csv, val.csv, test.csv (either layout)
                        split:str,     # 'train', 'val' or 'test'
                        **kwargs)->list[Clip]:
@@ -156,6 +157,7 @@ def _laion_clip(key:str, parts:dict, shard:Path, root:Path, sample_rate:int, nor
     clip_id = f'{shard.relative_to(root).with_suffix("").as_posix()}/{key}'  # with the shard's folders: shard names repeat across LAION's subsets
     return Clip(clip_id, texts, split, waveform=resample(wave, sr, sample_rate), sample_rate=sample_rate, meta=meta)
 
+# %% ../nbs/02f_mixtures.ipynb #bdb49735
 def read_laion_shards(root:str|Path,          # folder searched (recursively) for *.tar shards
                       sample_rate:int,        # the rate the audio is decoded to (held in memory)
                       normalize:bool=False, on_error:str='raise',

@@ -52,6 +52,7 @@ class STFTConv(nn.Module):
         x = F.pad(waves[:, None], (self.n_fft // 2, self.n_fft // 2), mode='reflect')
         return self.conv_real(x), self.conv_imag(x)
 
+# %% ../nbs/04b_panns.ipynb #d56c4775
 class PowerSpectrogram(nn.Module):
     "|STFT|^2, (B, bins, frames); holds `stft` under torchlibrosa's name."
     def __init__(self, n_fft:int=1024, hop_length:int=320):
