@@ -56,18 +56,23 @@ check-sync: $(STAMP)
 # every component notebook; experiment and study notebooks run from tests/ with tiny parameters.
 # nbtest runs every cell (--flags slow); nbtest-fast skips the cells flagged `#| slow` (pyproject's tst_flags).
 NBTEST := $(BIN)/nbdev-test --n-workers 2 --skip-folder-re '^(experiments|studies|[_.].*)$$'
+# notebooks and tests write checkpoints and model folders into temporary folders; each target gives them one of its
+# own (TMPDIR) and removes it afterwards, so a run leaves nothing behind in /tmp, failed or not
+IN_TMP = tmp=$$(mktemp -d); TMPDIR=$$tmp; export TMPDIR; status=0;
+CLEAN_TMP = || status=$$?; rm -rf "$$tmp"; exit $$status
+
 nbtest: $(STAMP)
-	$(NBTEST) --flags slow
+	@$(IN_TMP) $(NBTEST) --flags slow $(CLEAN_TMP)
 
 nbtest-fast: $(STAMP)
-	$(NBTEST)
+	@$(IN_TMP) $(NBTEST) $(CLEAN_TMP)
 
 # pytest runs every test; pytest-fast deselects those marked `slow` (pyproject's [tool.pytest.ini_options] markers)
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	@$(IN_TMP) $(BIN)/python -m pytest -q tests $(CLEAN_TMP)
 
 pytest-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m 'not slow' tests
+	@$(IN_TMP) $(BIN)/python -m pytest -q -m 'not slow' tests $(CLEAN_TMP)
 
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
