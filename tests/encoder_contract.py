@@ -3,7 +3,7 @@
 - `check_frames`: (B, T, D) frames, a (B, T) mask and a (B, D) clip vector for 1 s / 10 s / 30 s clips, a clip of half the
   length having fewer real frames, and the real frames of a clip not depending on how much padding follows it.
 - `check_pooling`: mean pooling and TAP on its frames (masked frames ignored).
-- `check_learns`: two epochs of the tiny built-in run with it; the contrastive loss goes down.
+- `check_learns`: three epochs of the tiny built-in run with it; the epoch-mean training loss goes down.
 """
 import json
 
@@ -62,15 +62,15 @@ def check_pooling(encoder:AudioEncoder, seconds:float=2.0)->None:
     torch.testing.assert_close(tap(text, garbage, out.mask), scores)
 
 
-def check_learns(tmp_path, **overrides)->list[float]:
-    "Two epochs of the tiny built-in run with `overrides` (the encoder's name, rate and size); the contrastive loss goes down."
+def check_learns(tmp_path, epochs:int=3, **overrides)->list[float]:
+    "A few epochs of the tiny built-in run with `overrides` (the encoder's name, rate and size); the last epoch's mean loss is below the first's."
     from laretrieval.pipeline import run_training
     from tiny import tiny_config
-    cfg = tiny_config(epochs=2, **overrides)
+    cfg = tiny_config(epochs=epochs, **overrides)
     metrics = run_training(cfg, tmp_path / 'run', progress=False)
     rows = [json.loads(line) for line in (tmp_path / 'run' / 'log.jsonl').read_text().splitlines()]
-    losses = [r['contrastive'] for r in rows if r.get('kind') == 'step']
-    first, last = sum(losses[:2]) / 2, sum(losses[-2:]) / 2
-    assert last < first, f"the loss did not go down: {losses}"
+    # epoch means: three batches a step each are too few to compare single steps of a random-init transformer
+    losses = [r['train_loss'] for r in rows if r.get('kind') == 'epoch']
+    assert len(losses) == epochs and losses[-1] < losses[0], f"the mean training loss did not go down over the epochs: {losses}"
     assert 0 <= metrics['test']['t2a']['mAP@10'] <= 1
     return losses

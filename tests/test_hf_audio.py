@@ -265,7 +265,7 @@ def test_clap_text_checkpoint_missing_keys(folders, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize('kind', KINDS)
 def test_learns(folders, kind, tmp_path):
-    check_learns(tmp_path, audio_encoder=f'hf:{folders[kind]}', sample_rate=RATE[kind], audio_lr=1e-3)
+    check_learns(tmp_path, audio_encoder=f'hf:{folders[kind]}', sample_rate=RATE[kind], audio_lr=3e-4)
 
 
 @pytest.mark.slow
