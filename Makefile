@@ -1,7 +1,7 @@
 # laretrieval: `make demo` (the main job), `make test` (every check, what CI runs) and `make test-fast` (the edit-test loop).
 # All create .venv when missing.
 #   make test       check-sync, every cell of every component notebook (nbdev `#| slow` cells too: --flags slow) and
-#                   every pytest test (the `slow` marker too): about 15 min on 2 cores.
+#                   every pytest test (the `slow` marker too): about 30 min on 2 cores.
 #   make test-fast  the component notebooks without their `#| slow` cells and the pytest tests not marked `slow`: no
 #                   training run beyond a one-epoch tiny one, no papermill run, no DDP or training subprocess, no ESC-50
 #                   run; 2-3 min on 2 cores (3 min 20 s with other jobs sharing them). Mark a new notebook cell `#| slow` and a new test
