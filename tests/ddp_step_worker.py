@@ -18,6 +18,20 @@ VARIANTS = dict(  # the stage-3 loss (contrastive + distillation + clusters) wit
     stages=dict(loss='ntxent', pooling='mean', distill_weight=0.5, cluster_weight=0.3),
     sigmoid_tap=dict(loss='sigmoid', pooling='tap', tap_dim=16))
 
+def one_step(fabric, step:TrainingStep, dataset, batch_size:int):
+    "One forward and backward of `step` on this process's share of the first global batch: loss terms, gradients, the batch."
+    # dropout masks and batch-norm batch statistics are per process; with them off both runs compute the same function
+    step.eval()
+    fabric_step = fabric.setup_module(step)
+    sampler = EpochBatches(len(dataset), batch_size // fabric.world_size, seed=0, rank=fabric.global_rank, world_size=fabric.world_size)
+    batch = collate([dataset[i] for i in next(iter(sampler))])
+    terms = fabric_step(batch['waveforms'], batch['lengths'], [c[0] for c in batch['captions']], batch['clip_ids'])
+    fabric.backward(terms['total'])
+    grads = {name: None if p.grad is None else p.grad.detach().clone() for name, p in step.named_parameters() if p.requires_grad}
+    missing = [name for name, g in grads.items() if g is None]
+    assert not missing, f'parameters without a gradient: {missing[:5]}'
+    return terms, grads, batch
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--devices', type=int, required=True)
@@ -38,17 +52,8 @@ def main():
         sim = torch.rand(len(captions), len(clips), generator=torch.Generator().manual_seed(1)) * 2 - 1
         teachers = TeacherTargets.from_similarity(sim, captions, [c.clip_id for c in clips])
         labels = {(clip.clip_id, c): zlib.crc32(c.encode()) % 3 for clip in clips for c in clip.captions}
-    step = TrainingStep(model, build_loss(cfg, teachers=teachers, cluster_labels=labels))
-    # dropout masks and batch-norm batch statistics are per process; with them off both runs compute the same function
-    step.eval()
-    fabric_step = fabric.setup_module(step)
-    sampler = EpochBatches(len(dataset), cfg.batch_size // fabric.world_size, seed=0, rank=fabric.global_rank, world_size=fabric.world_size)
-    batch = collate([dataset[i] for i in next(iter(sampler))])
-    terms = fabric_step(batch['waveforms'], batch['lengths'], [c[0] for c in batch['captions']], batch['clip_ids'])
-    fabric.backward(terms['total'])
-    grads = {name: None if p.grad is None else p.grad.detach().clone() for name, p in step.named_parameters() if p.requires_grad}
-    missing = [name for name, g in grads.items() if g is None]
-    assert not missing, f'parameters without a gradient: {missing[:5]}'
+    terms, grads, batch = one_step(fabric, TrainingStep(model, build_loss(cfg, teachers=teachers, cluster_labels=labels)),
+                                   dataset, cfg.batch_size)
     if fabric.global_rank == 0:
         torch.save(dict(terms={k: v.item() for k, v in terms.items()}, grads=grads, clip_ids=batch['clip_ids']), args.out)
 

@@ -8,10 +8,11 @@ import torch
 from lightning_fabric import Fabric
 
 from laretrieval.config import seed_everything
-from laretrieval.datasets import AudioCaptionDataset, collate, make_builtin_set, split_clips
+from laretrieval.datasets import AudioCaptionDataset, make_builtin_set, split_clips
 from laretrieval.model import build_model
 from laretrieval.objectives import build_loss
-from laretrieval.train import EpochBatches, TrainingStep
+from laretrieval.train import TrainingStep
+from ddp_step_worker import one_step
 from tiny import tiny_config  # this script's folder is tests/, on sys.path
 
 def main():
@@ -30,16 +31,7 @@ def main():
     loss.register_forward_pre_hook(lambda module, inputs: scored.append(inputs[0]))  # the gathered, scored batch
     clips = split_clips(make_builtin_set(cfg.builtin_clips, 0, cfg.sample_rate), 'train')
     dataset = AudioCaptionDataset(clips, cfg.sample_rate, 4.0, per_caption=True)
-    step = TrainingStep(model, loss)
-    step.eval()  # dropout masks are per process; without them both runs compute the same function
-    fabric_step = fabric.setup_module(step)
-    sampler = EpochBatches(len(dataset), cfg.batch_size // fabric.world_size, seed=0, rank=fabric.global_rank, world_size=fabric.world_size)
-    batch = collate([dataset[i] for i in next(iter(sampler))])
-    terms = fabric_step(batch['waveforms'], batch['lengths'], [c[0] for c in batch['captions']], batch['clip_ids'])
-    fabric.backward(terms['total'])
-    grads = {name: None if p.grad is None else p.grad.detach().clone() for name, p in step.named_parameters() if p.requires_grad}
-    missing = [name for name, g in grads.items() if g is None]
-    assert not missing, f'parameters without a gradient: {missing[:5]}'
+    terms, grads, batch = one_step(fabric, TrainingStep(model, loss), dataset, cfg.batch_size)
     torch.save(dict(terms={k: v.item() for k, v in terms.items()}, grads=grads, clip_ids=batch['clip_ids'],
                     negatives=loss.match.last_negatives, sim=scored[0].sim.detach(), positives=scored[0].positives),
                os.path.join(args.out, f'rank{fabric.global_rank}.pt'))
