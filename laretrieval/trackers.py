@@ -7,7 +7,7 @@ Docs: https://laretrieval.github.io/laretrieval/trackers.html.md"""
 
 # %% ../nbs/11a_trackers.ipynb #3ad5b97e
 from __future__ import annotations
-import atexit, importlib, json, os, re, secrets, struct, time
+import atexit, json, os, re, secrets, struct, time
 from pathlib import Path
 
 import pandas as pd
