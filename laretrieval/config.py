@@ -104,7 +104,8 @@ PROBABILITY, DROPOUT = Range(0, 1), Range(0, 1, hi_open=True)
 SEED = Range(0, 2 ** 32 - 1)                         # what np.random.seed accepts
 FIELD_RANGES = dict(
     builtin_clips=Range(20), data_seed=SEED, esc50_test_fold=Range(1, 5), gain_p=PROBABILITY, specaug_p=PROBABILITY,
-    word_p=PROBABILITY, sample_rate=POSITIVE, kfold=NON_NEGATIVE, fold=NON_NEGATIVE, mix_p=PROBABILITY,                                                       # data
+    word_p=PROBABILITY, sample_rate=POSITIVE, kfold=NON_NEGATIVE, fold=NON_NEGATIVE, mix_p=PROBABILITY, mixup_p=PROBABILITY,
+    mixup_alpha=RATE,                                                                               # data
     audio_width=POSITIVE, s_patchout_t=NON_NEGATIVE, s_patchout_f=NON_NEGATIVE, audio_blocks=NON_NEGATIVE,
     text_trainable_layers=Range(-1), max_text_tokens=POSITIVE, text_dropout=DROPOUT, embed_dim=POSITIVE,
     tap_dim=POSITIVE, tap_dropout=DROPOUT,                                                          # model
@@ -151,6 +152,8 @@ class DataFields:
     kfold:int = 0                      # k-fold members: development + validation merged and cut into k folds by data_seed (0: the corpus's splits)
     fold:int = 0                       # with kfold: the fold held out for validation, 0..kfold-1
     mix_p:float = 0.0                  # augmentation: chance a training item is replaced by one of its clip's mixes (needs llm_mix_file)
+    mixup_p:float = 0.0                # mix-up: share of each batch's items that get a pair mixed on the spectrogram and word embeddings appended (Samsung 2024; 0: off)
+    mixup_alpha:float = 1.0            # mix-up: lambda ~ Beta(mixup_alpha, mixup_alpha)
     llm_mix_file:str = ''              # CSV (mix_id, clip_a, clip_b, snr_db, caption) of LLM mixes of training clips, from laretrieval.rewrite.write_llm_mix_file (empty: none)
     backtranslation_file:str = ''      # CSV (file_name, caption_1..) of back-translated training captions, from laretrieval.rewrite.write_backtranslation_file (empty: none)
 

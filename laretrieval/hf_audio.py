@@ -370,6 +370,17 @@ class ClapTextEncoder(nn.Module):
         tokens = tokens.to(self.logit_scale.device)
         return self.model(input_ids=tokens['input_ids'], attention_mask=tokens['attention_mask']).pooler_output
 
+# %% ../nbs/04e_hf_audio.ipynb #9c2e4f1a
+@patch
+def mixed(self:ClapTextEncoder, first:list[str], second:list[str], # the pairs' captions
+          lam:torch.Tensor                                        # (M,) weight of each first caption
+         )->torch.Tensor:
+    "Pooler outputs (M, H) of captions mixed in CLAP's word-embedding space (mix-up)."
+    from laretrieval.mixup import mixed_inputs
+    tokens = self.tokenizer(list(first) + list(second), padding=True, truncation=True, max_length=self.max_tokens, return_tensors='pt')
+    embeds, mask, _ = mixed_inputs(self.model, tokens, lam)
+    return self.model(inputs_embeds=embeds, attention_mask=mask).pooler_output
+
 # %% ../nbs/04e_hf_audio.ipynb #0bc099c3
 def clap_config(name:str,       # hub name or folder of a CLAP checkpoint
                 **overrides     # other ExperimentConfig fields (e.g. dataset, pooling, text_trainable_layers)

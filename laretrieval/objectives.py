@@ -6,7 +6,7 @@ Docs: https://laretrieval.github.io/laretrieval/objectives.html.md"""
 
 # %% ../nbs/06c_objectives.ipynb #4473a557
 from __future__ import annotations
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -34,12 +34,22 @@ class ScoredBatch:
     tokens:TokenStates|None = None       # the captions' token states, ids and attention mask (gathered, padded)
     text_encoder:nn.Module|None = None   # this process's text encoder (to re-encode masked captions)
     local:slice|None = None              # this process's items of the gathered batch (None: all of them)
+    originals:int|None = None            # mix-up: rows/columns before this are the batch's own items, the rest mixed pairs (None: no pairs)
+
+    def own_items(self)->ScoredBatch:
+        "The batch without its mix-up pairs (what a term without targets for them reads)."
+        n = self.originals
+        if n is None or n == len(self.captions): return self
+        audio = type(self.audio)(*(None if x is None else x[:n] for x in self.audio))
+        return replace(self, sim=self.sim[:n, :n], positives=self.positives[:n, :n], text=self.text[:n], audio=audio,
+                       captions=self.captions[:n], clip_ids=self.clip_ids[:n], originals=None)
 
 # %% ../nbs/06c_objectives.ipynb #b917afb0
 class LossTerm(nn.Module):
     "One term of the training objective; subclasses set `weight_field` and implement `from_config` and `forward`."
     weight_field:str = ''  # the config field holding the term's weight
     needs:frozenset = frozenset()  # what it reads beyond the scores: 'frames' (audio.frames/mask), 'tokens' (tokens, text_encoder, local)
+    sees_mixup:bool = False  # True: it also scores the batch's mix-up pairs (others get `ScoredBatch.own_items()`)
 
     @classmethod
     def from_config(cls, cfg, **inputs)->LossTerm|None:
@@ -60,7 +70,7 @@ class LossTerm(nn.Module):
 # %% ../nbs/06c_objectives.ipynb #1ee74b04
 class ContrastiveTerm(LossTerm):
     "The config's contrastive `loss` over the batch's similarities and positives."
-    weight_field = 'contrastive_weight'
+    weight_field, sees_mixup = 'contrastive_weight', True
     def __init__(self, objective:nn.Module): super().__init__(); self.objective = objective
 
     @classmethod
@@ -137,7 +147,8 @@ class CombinedLoss(nn.Module):
         return frozenset().union(*(term.needs for name, term in self.terms.items() if self.weights[name]))
 
     def forward(self, batch:ScoredBatch)->dict:
-        out = {name: term(batch) for name, term in self.terms.items() if self.weights[name]}
+        own = batch.own_items()
+        out = {name: term(batch if term.sees_mixup else own) for name, term in self.terms.items() if self.weights[name]}
         out['total'] = sum(self.weights[name] * value for name, value in out.items())
         return out
 

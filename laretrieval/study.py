@@ -18,7 +18,7 @@ from .ablate import metric_label, validation_curves, plot_validation_curves
 from .experiment import metric_names
 
 # %% auto #0
-__all__ = ['study_batch_dir', 'study_grid', 'run_config', 'identical_finished_run', 'share_identical_runs', 'Study',
+__all__ = ['study_batch_dir', 'study_grid', 'arm_grids', 'run_config', 'identical_finished_run', 'share_identical_runs', 'Study',
            'compare_with_first', 'run_study', 'plot_study', 'compare_systems']
 
 # %% ../nbs/13b_study.ipynb #703ab667
@@ -41,6 +41,21 @@ def study_grid(arms:dict,  # the one field that varies -> its values, e.g. {'los
     if lists := sorted(k for k, v in base.items() if is_axis(k, v)):
         raise ValueError(f"base config field(s) {lists} hold a list of values, which a grid reads as an axis; vary them in their own study")
     return {name: list(values), 'seed': list(seeds), **base}
+
+def arm_grids(arms:dict,  # {field: [values]} (one field varies), or {arm name: {field: value, ...}} (named arms)
+              seeds:list, base:dict,
+             )->dict:
+    "Arm name -> its ablate grid; the one-field form is one grid whose arms ablate names (key None)."
+    if not all(isinstance(fields, dict) for fields in arms.values()): return {None: study_grid(arms, seeds, base)}
+    if len(arms) < 2: raise ValueError(f"a study compares at least 2 arms; got {list(arms)}")
+    if not isinstance(seeds, list) or not seeds: raise ValueError(f"seeds must be a non-empty list, got {seeds!r}")
+    grids = {}
+    for arm, fields in arms.items():
+        if twice := sorted(({'seed'} | set(base)) & set(fields)): raise ValueError(f"arm {arm!r}: {twice} set both in the arm and in the base config or seeds")
+        if lists := sorted(k for k, v in {**base, **fields}.items() if is_axis(k, v)):
+            raise ValueError(f"arm {arm!r}: field(s) {lists} hold a list of values, which a grid reads as an axis")
+        grids[arm] = {'seed': list(seeds), **base, **fields}
+    return grids
 
 # %% ../nbs/13b_study.ipynb #006cf6be
 def run_config(params:dict)->dict:
@@ -103,7 +118,7 @@ def compare_with_first(results:pd.DataFrame, batch_dir:str|Path, arms:list,
 
 # %% ../nbs/13b_study.ipynb #414710ee
 def run_study(name:str,              # the study's name: its default batch folder is runs_dir/studies/<name>
-              arms:dict,             # see study_grid
+              arms:dict,             # {field: [values]} (see study_grid) or {arm name: {fields}} (see arm_grids)
               seeds:list,            # one run per seed and arm
               base:dict,             # the fields every run shares
               batch_dir:str|Path='', # see study_batch_dir
@@ -113,9 +128,13 @@ def run_study(name:str,              # the study's name: its default batch folde
               **grid_options,        # run_grid's executor, workers, slurm, ...
              )->Study:
     "Run (or resume) a study's grid, summarise it per arm, and compare every arm with the first."
-    grid, out = study_grid(arms, seeds, base), study_batch_dir(name, batch_dir)
-    shared = share_identical_runs(grid, out) if share else {}
-    results = run_grid(grid, out, progress=progress, **grid_options)
+    out, shared, parts = study_batch_dir(name, batch_dir), {}, []
+    for arm, grid in arm_grids(arms, seeds, base).items():  # named arms: one grid each, into the same batch folder
+        shared.update(share_identical_runs(grid, out) if share else {})
+        part = run_grid(grid, out, progress=progress, **grid_options)
+        parts.append(part if arm is None else part.assign(arm=arm))
+    results = pd.concat(parts, ignore_index=True)
+    if len(parts) > 1: results.to_csv(out / 'results.csv', index=False)  # every arm's runs (each run_grid wrote its own)
     results['arm'] = results['arm'].map(lambda a: (labels or {}).get(a, a))
     order = list(dict.fromkeys(results['arm']))  # grid order: the first arm is the baseline
     metrics = metric_names(results.columns, 't2a_') + metric_names(results.columns, 'a2t_')

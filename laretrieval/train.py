@@ -26,7 +26,8 @@ from .datasets import AudioCaptionDataset, collate, loader_options
 from .distributed import gather_audio, gather_objects, gather_tensor, gather_token_states, process_group
 from .evaluate import Queries, caption_queries, evaluate_split
 from .losses import positive_mask
-from .model import AudioEmbedding, DualEncoder
+from .mixup import draw_mixup, mixed_pairs
+from .model import AudioEmbedding, DualEncoder, cat_audio_embeddings
 from .objectives import CombinedLoss, ScoredBatch
 from .trackers import close_loggers, make_loggers, start_tracking
 
@@ -71,14 +72,20 @@ class EpochBatches(Sampler):
 # %% ../nbs/11_train.ipynb #ef4b9960
 class TrainingStep(nn.Module):
     "Encode a batch, gather it across processes, score it and return the objective's named terms (global batch)."
-    def __init__(self, model:DualEncoder, loss:CombinedLoss, positives:str='clip'):
+    def __init__(self, model:DualEncoder, loss:CombinedLoss, positives:str='clip',
+                 mixup_p:float=0.0, mixup_alpha:float=1.0): # mix-up pairs appended per batch in training (`laretrieval.mixup`)
         super().__init__()
         if positives not in ('clip', 'caption'): raise ValueError(f"positives must be 'clip' or 'caption', got {positives!r}")
-        self.model, self.loss, self.positives = model, loss, positives
+        self.model, self.loss, self.positives, self.mixup_p, self.mixup_alpha = model, loss, positives, mixup_p, mixup_alpha
 
     def forward(self, waveforms:torch.Tensor, lengths:torch.Tensor, captions:list[str], clip_ids:list[str])->dict:
         needs = self.loss.needs  # what the terms read beyond the scores (fusion objectives: frames, tokens)
-        audio = gather_audio(self.model.encode_audio(waveforms, lengths, keep_frames='frames' in needs))
+        plan = draw_mixup(len(captions), self.mixup_p, self.mixup_alpha) if self.training and self.mixup_p else None
+        if plan is None: audio, mixed_audio = self.model.encode_audio(waveforms, lengths, keep_frames='frames' in needs), None
+        else:
+            both, n = self.model.encode_audio_mixed(waveforms, lengths, plan, keep_frames='frames' in needs), len(captions)
+            audio, mixed_audio = (AudioEmbedding(*(None if x is None else x[part] for x in both)) for part in (slice(n), slice(n, None)))
+        audio = gather_audio(audio)
         extra = {}
         if 'tokens' in needs:
             text, tokens = self.model.encode_text_tokens(captions)
@@ -86,8 +93,14 @@ class TrainingStep(nn.Module):
             extra = dict(tokens=gather_token_states(tokens), text_encoder=self.model.text_encoder, local=slice(first, first + len(captions)))
         else: text = self.model.encode_text(captions)
         text = gather_tensor(text)
+        local_captions, local_ids = captions, clip_ids
         captions, clip_ids = gather_objects(captions), gather_objects(clip_ids)
         keys = clip_ids if self.positives == 'clip' else captions
+        if plan is not None:  # the pairs after the batch's own items; each one's label is its key, caption and clip id
+            pair_audio, pair_text, labels = mixed_pairs(self.model, plan, local_captions, local_ids, mixed_audio)
+            extra['originals'] = len(captions)
+            audio, text = cat_audio_embeddings([audio, pair_audio]), torch.cat([text, pair_text.to(text.dtype)])
+            captions, clip_ids, keys = captions + labels, clip_ids + labels, keys + labels
         sim = self.model.similarity(text, audio).float()  # losses in float32 under mixed precision
         return self.loss(ScoredBatch(sim, positive_mask(keys, keys).to(sim.device), text.float(), audio, captions, clip_ids, **extra))
 
@@ -168,7 +181,7 @@ class Trainer:
         self.model, self.loss, self.train_set, self.val_set, self.cfg, self.fabric = model, loss, train_set, val_set, cfg, fabric
         self.rank, self.world, self.progress = fabric.global_rank, fabric.world_size, progress
         if cfg.batch_size % self.world: raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {self.world} processes")
-        step = TrainingStep(model, loss, cfg.positives)
+        step = TrainingStep(model, loss, cfg.positives, cfg.mixup_p, cfg.mixup_alpha)
         if self.world > 1 and fabric.device.type == 'cuda': step = nn.SyncBatchNorm.convert_sync_batchnorm(step)
         self.step = step
         self.fabric_step, self.optimizer = fabric.setup(step, torch.optim.AdamW(param_groups(model, loss, cfg), betas=(0.9, 0.999)))

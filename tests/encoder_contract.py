@@ -4,6 +4,8 @@
   length having fewer real frames, and the real frames of a clip not depending on how much padding follows it.
 - `check_pooling`: mean pooling and TAP on its frames (masked frames ignored).
 - `check_learns`: three epochs of the tiny built-in run with it; the epoch-mean training loss goes down.
+- `check_mixup`: spectrogram mix-up through it (`laretrieval.mixup`): lambda 1 gives the first clip, lambda 0 the
+  partner, the batch's own clips are untouched, and a mix lies between (its front-end rows found whatever its windowing).
 """
 import json
 
@@ -74,3 +76,31 @@ def check_learns(tmp_path, epochs:int=3, **overrides)->list[float]:
     assert len(losses) == epochs and losses[-1] < losses[0], f"the mean training loss did not go down over the epochs: {losses}"
     assert 0 <= metrics['test']['t2a']['mAP@10'] <= 1
     return losses
+
+
+@torch.no_grad()
+def check_mixup(encoder:AudioEncoder, seconds:float=2.0, atol:float=1e-4)->dict:
+    "Mix-up pairs of 3 clips (two of equal length, one shorter): lambda 1 = the first clip, lambda 0 = the partner; returns distances."
+    from laretrieval.mixup import MixPlan, spectrogram_mixup
+    encoder.eval()
+    torch.manual_seed(0)
+    n = int(seconds * encoder.sample_rate)
+    lengths = torch.tensor([n, n, n // 2])
+    waves = torch.randn(3, n) * 0.1 * (torch.arange(n)[None] < lengths[:, None])
+    alone = encoder(waves, lengths).pooled
+
+    def mixed(first, second, lam):
+        plan = MixPlan(torch.tensor(first), torch.tensor(second), torch.tensor(lam))
+        with spectrogram_mixup(encoder, waves, lengths, plan) as (w, l): out = encoder(w, l).pooled
+        torch.testing.assert_close(out[:3], alone, atol=atol, rtol=1e-4)  # the batch's own clips are untouched
+        return out[3:]
+
+    ones = mixed([0, 2], [1, 0], [1.0, 1.0])
+    torch.testing.assert_close(ones[0], alone[0], atol=atol, rtol=1e-4)   # lambda 1: the first clip
+    zeros = mixed([0, 1], [1, 0], [0.0, 0.0])
+    torch.testing.assert_close(zeros, alone[[1, 0]], atol=atol, rtol=1e-4)  # lambda 0, equal lengths: the partner
+    half = mixed([0], [1], [0.5])[0]
+    apart = lambda a, b: float((a - b).norm())
+    gap = apart(alone[0], alone[1])  # a tiny random encoder may tell two noise clips apart by little: compare with that
+    assert apart(half, alone[0]) > 0.1 * gap and apart(half, alone[1]) > 0.1 * gap, "a mix with lambda 0.5 equals one of its clips"
+    return dict(half_to_first=apart(half, alone[0]), half_to_second=apart(half, alone[1]), first_to_second=apart(alone[0], alone[1]))

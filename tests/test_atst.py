@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from encoder_contract import check_frames, check_learns, check_pooling
+from encoder_contract import check_frames, check_learns, check_mixup, check_pooling
 from tiny import offline_env, set_args, tiny, tiny_config
 from laretrieval.atst import ATSTFrameEncoder, ATSTMelFrontEnd, FrameAST, atst_encoder_state
 from laretrieval.augment import AugmentConfig, SpecAugment
@@ -284,3 +284,7 @@ def test_cli_trains_with_atst_frame(tmp_path):
     assert config['audio_encoder'] == 'atst_frame' and config['sample_rate'] == 16000
     metrics = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
     assert 0 <= metrics['test']['t2a']['mAP@10'] <= 1
+
+
+def test_mixup_mixes_its_log_mels(encoder):
+    check_mixup(encoder, seconds=12.0)  # two 10 s chunks and one

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from encoder_contract import check_frames, check_learns, check_pooling
+from encoder_contract import check_frames, check_learns, check_mixup, check_pooling
 from laretrieval.beats import BEATs, BEATsAudioEncoder, BEATsConfig, KaldiFbank
 from laretrieval.config import ExperimentConfig
 from laretrieval.registry import AUDIO_ENCODERS
@@ -236,3 +236,7 @@ def test_cli_trains_with_beats(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
     assert 0 <= metrics['test']['t2a']['mAP@10'] <= 1
+
+
+def test_mixup_mixes_its_fbank_windows(small_beats):
+    check_mixup(small_beats, seconds=12.0)  # clips of two 10 s windows and one of one: the rows of each are found

@@ -213,3 +213,17 @@ def test_load_reports_about_other_weights_are_kept(tmp_path, transformers_log):
     folder = _tiny_text_model(tmp_path / 'roberta_mlm', RobertaForMaskedLM, RobertaConfig)
     load_text_model(str(folder))
     assert any('LOAD REPORT' in m and 'lm_head.dense.weight' in m for m in transformers_log)
+
+
+@pytest.mark.slow  # PaSST (one block) on 12 s clips: segments of 10 s
+def test_passt_mixup_mixes_the_segments_of_each_clip():
+    from encoder_contract import check_mixup
+    torch.manual_seed(0)
+    check_mixup(PaSSTAudioEncoder(pretrained=False, blocks=1), seconds=12.0)  # two segments, two, and one
+
+
+def test_cnn_mixup_mixes_its_log_mels():
+    from encoder_contract import check_mixup
+    from laretrieval.encoders import CNNAudioEncoder
+    torch.manual_seed(0)
+    check_mixup(CNNAudioEncoder(16000, width=8))

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoFeatureExtractor, AutoTokenizer, ClapModel
 
-from encoder_contract import check_frames, check_learns, check_pooling
+from encoder_contract import check_frames, check_learns, check_mixup, check_pooling
 from hf_tiny import save_tiny, tiny_model
 from laretrieval import cli
 from laretrieval.config import ExperimentConfig
@@ -320,3 +320,11 @@ def test_fused_clap_matches_its_extractor(tmp_path):
     assert inputs['input_features'].shape[1] == 4 and inputs['is_longer'].all()
     ref = enc.net(inputs['input_features'], is_longer=torch.zeros_like(inputs['is_longer']))
     torch.testing.assert_close(enc(wave, torch.tensor([n])).pooled, ref.pooler_output, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_mixup_mixes_spectrograms_or_says_it_cannot(folders, kind):
+    encoder = build(folders[kind], kind)
+    if encoder.frontend is None:  # wav2vec 2 / HuBERT read waveforms: nothing to mix on
+        with pytest.raises(ValueError, match='no spectrogram front end'): check_mixup(encoder)
+    else: check_mixup(encoder, seconds=12.0 if kind == 'ast' else 2.0)  # AST: two 10.24 s windows and one

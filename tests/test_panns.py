@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from encoder_contract import check_frames, check_learns, check_pooling
+from encoder_contract import check_frames, check_learns, check_mixup, check_pooling
 from laretrieval.config import ExperimentConfig
 from laretrieval.panns import Cnn14Encoder, PANNsEncoder, ResNet38Encoder, load_panns_weights
 from laretrieval.registry import AUDIO_ENCODERS
@@ -236,3 +236,8 @@ def test_a_model_folder_round_trip_keeps_every_panns_weight(tmp_path):
     loaded, _ = DualEncoder.from_pretrained(tmp_path / 'folder')
     saved, back = model.state_dict(), loaded.state_dict()
     assert set(saved) == set(back) and all(torch.equal(saved[k], back[k]) for k in saved)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_mixup_mixes_its_log_mels(name):
+    check_mixup(NAMES[name](blocks=2))
