@@ -6,7 +6,8 @@ Docs: https://laretrieval.github.io/laretrieval/audio.html.md"""
 
 # %% ../nbs/01_audio.ipynb #7e7a3774
 from __future__ import annotations
-import errno, hashlib, logging, math, os, tempfile
+import errno, hashlib, io, logging, math, os, tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,9 @@ import torch.nn.functional as F
 from .config import Settings, load_settings
 
 # %% auto #0
-__all__ = ['to_mono', 'resample', 'AudioFileError', 'decode_audio', 'write_entry', 'sync_written', 'AudioCache', 'load_audio',
-           'pad_or_crop', 'segment', 'segment_mask', 'mel_scale', 'kaldi_mel_banks', 'LogMelFrontEnd']
+__all__ = ['to_mono', 'resample', 'ArchiveMember', 'as_audio_path', 'AudioFileError', 'decode_audio', 'write_entry',
+           'sync_written', 'AudioCache', 'load_audio', 'pad_or_crop', 'segment', 'segment_mask', 'mel_scale',
+           'kaldi_mel_banks', 'LogMelFrontEnd']
 
 # %% ../nbs/01_audio.ipynb #0d69416f
 def to_mono(wave:np.ndarray # (samples,) or (samples, channels)
@@ -36,18 +38,40 @@ def resample(wave:np.ndarray, # mono float waveform
     if orig_sr == target_sr: return wave.astype(np.float32, copy=False)
     return soxr.resample(wave, orig_sr, target_sr, quality='HQ').astype(np.float32)
 
+@dataclass(frozen=True)
+class ArchiveMember:
+    "An audio file stored in an uncompressed tar archive (a webdataset shard), read in place from its byte range."
+    archive:Path  # the .tar file
+    name:str      # the member's name in it
+    offset:int    # first byte of the member's data in the archive
+    size:int      # bytes of data
+
+    def __str__(self): return f"{self.archive}::{self.name}"
+    def exists(self)->bool: return self.archive.exists()
+    def stat(self)->os.stat_result: return self.archive.stat()  # a rewritten archive gets new cache entries
+    def read_bytes(self)->bytes:
+        "The member's bytes, read from the archive without unpacking it."
+        with open(self.archive, 'rb') as f: f.seek(self.offset); data = f.read(self.size)
+        if len(data) != self.size: raise AudioFileError(self, 'truncated', f"is truncated: {len(data)} of {self.size} bytes are in the archive")
+        return data
+
+def as_audio_path(path)->Path|ArchiveMember:
+    "An audio location as given: an `ArchiveMember` stays one, anything else becomes a Path."
+    return path if isinstance(path, ArchiveMember) else Path(path)
+
 class AudioFileError(ValueError):
     "An audio file that cannot be used; `reason` is 'undecodable', 'truncated', 'empty' or 'non-finite'."
     def __init__(self, path, reason:str, detail:str):
         super().__init__(f"audio file {path} {detail}")
-        self.path, self.reason, self.detail = Path(path), reason, detail
+        self.path, self.reason, self.detail = as_audio_path(path), reason, detail
     def __reduce__(self): return type(self), (self.path, self.reason, self.detail)  # crosses process-pool boundaries intact
 
-def decode_audio(path:Path # an existing audio file
+def decode_audio(path:Path|ArchiveMember # an existing audio file, or one in a tar archive
                 )->tuple[np.ndarray, int]:
     "Decode `path` with soundfile to mono float32 and its rate; undecodable, truncated, empty or non-finite audio is an `AudioFileError`."
+    source = io.BytesIO(path.read_bytes()) if isinstance(path, ArchiveMember) else str(path)  # a short archive: 'truncated'
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(source) as f:
             declared, sr, header = f.frames, f.samplerate, f.extra_info
             wave = f.read(dtype='float32', always_2d=False)
     except Exception as e: raise AudioFileError(path, 'undecodable', f"cannot be decoded: {e}") from e
@@ -104,7 +128,8 @@ class AudioCache:
 
     def entry(self, path:str|Path, target_sr:int)->Path:
         "Where the decoded `path` at `target_sr` is (or would be) stored."
-        path = Path(path).resolve()
+        path = as_audio_path(path)  # a tar member: the archive's resolved path, its name and the archive's stat
+        path = ArchiveMember(path.archive.resolve(), path.name, path.offset, path.size) if isinstance(path, ArchiveMember) else path.resolve()
         st = path.stat()
         key = hashlib.sha256(f"{path}|{st.st_mtime_ns}|{st.st_size}|{target_sr}|v{self.version}".encode()).hexdigest()
         return self.root/str(target_sr)/key[:2]/f"{key}.npy"
@@ -128,12 +153,12 @@ class AudioCache:
         _save_entry(self.root, self.entry(path, target_sr), wave)
 
 # %% ../nbs/01_audio.ipynb #1ebc1361
-def load_audio(path:str|Path,  # any format soundfile reads
+def load_audio(path:str|Path|ArchiveMember, # any format soundfile reads (or such a file in a tar archive)
                target_sr:int,  # output sample rate
                cache:AudioCache|None=None # decoded-audio cache; None: decode every time
               )->np.ndarray:
     "Read `path`, mix to mono, resample to `target_sr` (through `cache` when given); a clear error names the file when it cannot be used."
-    path = Path(path)
+    path = as_audio_path(path)
     if not path.exists(): raise FileNotFoundError(f"audio file not found: {path}")
     if cache is not None and (wave := cache.get(path, target_sr)) is not None: return wave
     wave, sr = decode_audio(path)

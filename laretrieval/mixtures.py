@@ -6,14 +6,14 @@ Docs: https://laretrieval.github.io/laretrieval/mixtures.html.md"""
 
 # %% ../nbs/02f_mixtures.ipynb #b09ccd19
 from __future__ import annotations
-import io, json, math, re, tarfile
+import json, math, re, tarfile
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
+from tqdm.auto import tqdm
 
-from .audio import resample, to_mono
+from .audio import ArchiveMember
 from .config import ExperimentConfig, Settings
 from .corpora import (LoadReport, WAVCAPS_SOURCES, check_on_error, handle_bad, join_inside, normalize_caption,
                                  read_audiocaps, read_caption_rows, read_csv_rows, read_wavcaps)
@@ -132,8 +132,9 @@ def read_fsd50k(root:str|Path,              # folder with FSD50K.ground_truth/ a
 # %% ../nbs/02f_mixtures.ipynb #f0431147
 LAION_AUDIO_EXTENSIONS = ('flac', 'wav', 'mp3', 'ogg')
 
-def _laion_clip(key:str, parts:dict, shard:Path, root:Path, sample_rate:int, normalize:bool, on_error:str, report:LoadReport)->Clip|None:
-    "The clip of one webdataset sample (its members by extension), or None when it is bad input (counted)."
+def _laion_clip(key:str, parts:dict, # the sample's members by extension: the json's bytes, the audio's ArchiveMember
+                shard:Path, root:Path, normalize:bool, on_error:str, report:LoadReport)->Clip|None:
+    "The clip of one webdataset sample, its audio left in the shard, or None when it is bad input (counted)."
     where = f"{shard.name} sample {key!r}"
     audio_ext = next((e for e in LAION_AUDIO_EXTENSIONS if e in parts), None)
     if audio_ext is None or 'json' not in parts:
@@ -144,44 +145,43 @@ def _laion_clip(key:str, parts:dict, shard:Path, root:Path, sample_rate:int, nor
     texts = [texts] if isinstance(texts, str) else [t for t in texts or [] if isinstance(t, str)]
     texts = [normalize_caption(t) if normalize else t.strip() for t in texts if t.strip()]
     if not texts: handle_bad(on_error, report, 'no captions', f"{where}: no caption under 'text'"); return None
-    try: wave, sr = sf.read(io.BytesIO(parts[audio_ext]), dtype='float32', always_2d=False)
-    except Exception as e:  # soundfile's message names its in-memory buffer; the part after the last ': ' says what is wrong
-        handle_bad(on_error, report, 'undecodable audio', f"{where}: its {audio_ext} cannot be decoded: {str(e).rsplit(': ', 1)[-1]}"); return None
-    wave = to_mono(wave)
-    if wave.size == 0 or not np.isfinite(wave).all():
-        handle_bad(on_error, report, 'unusable audio', f"{where}: audio is empty or not finite"); return None
     split = 'test' if 'test' in shard.relative_to(root).parts[:-1] else 'train'
     freesound_id = info.get('freesound_id')
     if freesound_id is None and 'freesound' in str(shard.relative_to(root)).lower(): freesound_id = (info.get('original_data') or {}).get('id')
     meta = dict(corpus='laion630k', shard=str(shard), **({'freesound_id': str(freesound_id)} if freesound_id is not None else {}))
     clip_id = f'{shard.relative_to(root).with_suffix("").as_posix()}/{key}'  # with the shard's folders: shard names repeat across LAION's subsets
-    return Clip(clip_id, texts, split, waveform=resample(wave, sr, sample_rate), sample_rate=sample_rate, meta=meta)
+    return Clip(clip_id, texts, split, path=parts[audio_ext], meta=meta)
 
 # %% ../nbs/02f_mixtures.ipynb #bdb49735
 def read_laion_shards(root:str|Path,          # folder searched (recursively) for *.tar shards
-                      sample_rate:int,        # the rate the audio is decoded to (held in memory)
                       normalize:bool=False, on_error:str='raise',
                       report:LoadReport|None=None,
                      )->list[Clip]:
-    "LAION-Audio-630K clips streamed from webdataset tar shards (`<key>.<audio ext>` + `<key>.json`), nothing unpacked."
+    "LAION-Audio-630K clips of webdataset tar shards (`<key>.<audio ext>` + `<key>.json`): captions read, audio left in place."
     root, report = Path(root), report if report is not None else LoadReport()
     check_on_error(on_error)
     shards = sorted(root.rglob('*.tar'))
     if not shards: raise FileNotFoundError(f"no webdataset .tar shards under {root}")
     clips, kept_before = [], report.kept
     def finish(key, parts, shard):
-        if key is not None and (clip := _laion_clip(key, parts, shard, root, sample_rate, normalize, on_error, report)): clips.append(clip)
-    for shard in shards:
+        if key is not None and (clip := _laion_clip(key, parts, shard, root, normalize, on_error, report)): clips.append(clip)
+    for shard in tqdm(shards, desc='LAION shards', disable=len(shards) < 10):
         key, parts = None, {}
         try:
-            with tarfile.open(shard, mode='r|*') as tar:  # a stream: members in order, each read once, nothing written
+            with tarfile.open(shard, mode='r:') as tar:  # uncompressed and seekable: listing reads the headers only
                 for member in tar:
                     if not member.isfile(): continue
                     stem, _, ext = Path(member.name).name.partition('.')  # webdataset: the key ends at the first dot of the name
-                    sample = str(Path(member.name).parent/stem)
+                    sample, ext = str(Path(member.name).parent/stem), ext.lower()
                     if sample != key: finish(key, parts, shard); key, parts = sample, {}
-                    parts[ext.lower()] = tar.extractfile(member).read()
+                    # the json is read now (captions, ids); the audio stays in the shard, read from its byte range when needed
+                    parts[ext] = tar.extractfile(member).read() if ext == 'json' else ArchiveMember(shard, member.name, member.offset_data, member.size)
                 finish(key, parts, shard)
+        except tarfile.ReadError as e:
+            with open(shard, 'rb') as f: magic = f.read(2)
+            compressed = 'compressed' if magic in (b'\x1f\x8b', b'BZ', b'\xfd7') else 'unreadable'  # gzip, bzip2, xz
+            detail = "a compressed shard cannot be read in place; decompress it (LAION's shards are plain tar)" if compressed == 'compressed' else str(e)
+            handle_bad(on_error, report, f'{compressed} shard', f"{shard}: {detail}")
         except tarfile.TarError as e: handle_bad(on_error, report, 'unreadable shard', f"{shard}: {e}")
     report.kept = kept_before + len(clips)
     report.log(f"LAION-Audio-630K shards under {root}")
@@ -240,13 +240,9 @@ class FSD50KCorpus(ReportingCorpus):
     def read(self, folder, cfg, report): return read_fsd50k(folder, Path(folder)/'captions.csv', on_error='skip', report=report)
 
 class LAION630KCorpus(ReportingCorpus):
-    "LAION-Audio-630K's webdataset shards, streamed and decoded into memory at the run's rate."
+    "LAION-Audio-630K's webdataset shards: captions listed, audio read from the shards in place (`ArchiveMember`)."
     name, clip_seconds = 'laion630k', 10.0
-    def read(self, folder, cfg, report):
-        clips = read_laion_shards(folder, cfg.sample_rate, on_error='skip', report=report)
-        held = sum(c.waveform.nbytes for c in clips)  # the cost of streaming without unpacking: the audio lives in memory
-        report.notes.append(f"{len(clips)} clips held decoded in memory ({held / 2**30:.2f} GiB at {cfg.sample_rate} Hz)")
-        return clips
+    def read(self, folder, cfg, report): return read_laion_shards(folder, on_error='skip', report=report)
 
 # %% ../nbs/02f_mixtures.ipynb #eb1ab9b3
 def repeat_by_weight(clips:list[Clip], weight:float, rng:np.random.Generator)->list[Clip]:

@@ -1,4 +1,4 @@
-"Corpus mixtures and their readers: official AudioCaps CSVs, FSD50K with a caption file, LAION-Audio-630K's tar shards streamed, Clotho's held-out sounds excluded, the `dataset` mixture syntax, and a mixture run on stand-in folders."
+"Corpus mixtures and their readers: official AudioCaps CSVs, FSD50K with a caption file, LAION-Audio-630K's tar shards read in place, Clotho's held-out sounds excluded, the `dataset` mixture syntax, and a mixture run on stand-in folders."
 import io
 import json
 import tarfile
@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from laretrieval.audio import resample
+import torch
+
+import laretrieval.audio as audio_module
+from laretrieval.audio import ArchiveMember, AudioCache, load_audio, resample
 from laretrieval.config import ExperimentConfig, load_settings
-from laretrieval.corpora import LoadReport
+from laretrieval.corpora import LoadReport, prepare_audio
+from laretrieval.datasets import AudioCaptionDataset
 from laretrieval.mixtures import (MixtureCorpus, clotho_held_out_ids, exclude_held_out, read_audiocaps_any, read_fsd50k,
                                   read_laion_shards, repeat_by_weight)
 from laretrieval.registry import CORPORA
@@ -87,7 +91,7 @@ def write_shard(path:Path, members:list[tuple[str, bytes]]):
             info = tarfile.TarInfo(name); info.size = len(data); tar.addfile(info, io.BytesIO(data))
 
 
-def test_laion_shard_is_streamed_and_a_broken_item_counted(tmp_path, monkeypatch):
+def test_laion_shard_is_read_in_place_and_a_broken_item_counted(tmp_path, monkeypatch):
     good = audio_bytes(0)
     write_shard(tmp_path / 'freesound' / 'train' / '000.tar', [
         ('a/1.flac', good), ('a/1.json', json.dumps({'text': ['a door creaks', 'a creaky door'], 'original_data': {'id': 555}}).encode()),
@@ -97,25 +101,50 @@ def test_laion_shard_is_streamed_and_a_broken_item_counted(tmp_path, monkeypatch
     def no_unpacking(*args, **kwargs): raise AssertionError('a shard was unpacked')
     monkeypatch.setattr(tarfile.TarFile, 'extractall', no_unpacking)
     monkeypatch.setattr(tarfile.TarFile, 'extract', no_unpacking)
+    decoded = []
+    real_decode = audio_module.decode_audio
+    monkeypatch.setattr(audio_module, 'decode_audio', lambda path: decoded.append(str(path)) or real_decode(path))
     report = LoadReport()
-    clips = read_laion_shards(tmp_path, 16000, on_error='skip', report=report)
-    assert [(c.clip_id, c.split, c.captions, c.meta.get('freesound_id')) for c in clips] == [
-        ('freesound/test/000/b/9', 'test', ['a test clip'], None),  # shards in path order
-        ('freesound/train/000/a/1', 'train', ['a door creaks', 'a creaky door'], '555'),
-        ('freesound/train/000/a/3', 'train', ['birds sing'], None)]
+    listed = read_laion_shards(tmp_path, on_error='skip', report=report)
+    assert decoded == []  # listing reads no audio
+    assert [(c.clip_id, c.split, c.captions, c.meta.get('freesound_id'), c.waveform) for c in listed] == [
+        ('freesound/test/000/b/9', 'test', ['a test clip'], None, None),  # shards in path order
+        ('freesound/train/000/a/1', 'train', ['a door creaks', 'a creaky door'], '555', None),
+        ('freesound/train/000/a/2', 'train', ['static'], None, None),
+        ('freesound/train/000/a/3', 'train', ['birds sing'], None, None)]
+    assert all(isinstance(c.path, ArchiveMember) for c in listed)
+    clips = prepare_audio(listed, 16000, on_error='skip', report=report, progress=False, workers=1)
+    assert [c.clip_id for c in clips] == ['freesound/test/000/b/9', 'freesound/train/000/a/1', 'freesound/train/000/a/3']
     reference, sr = sf.read(io.BytesIO(good), dtype='float32')
-    np.testing.assert_array_equal(clips[1].waveform, resample(reference, sr, 16000))
-    assert clips[1].sample_rate == 16000 and clips[1].path is None
+    np.testing.assert_array_equal(load_audio(clips[1].path, 16000), resample(reference, sr, 16000))
     assert report.skipped == Counter({'undecodable audio': 1}) and report.kept == 3
     assert sorted(p.name for p in tmp_path.rglob('*') if p.is_file()) == ['000.tar', '000.tar']  # nothing written beside the shards
-    with pytest.raises(ValueError, match="000.tar sample 'a/2'"): read_laion_shards(tmp_path, 16000)
+    with pytest.raises(ValueError, match="000.tar::a/2.flac cannot be decoded"): prepare_audio(listed, 16000, progress=False, workers=1)
+
+
+def test_laion_training_items_come_from_the_shard_through_the_cache(tmp_path):
+    write_shard(tmp_path / 's.tar', [('1.flac', audio_bytes(0, seconds=1.0)), ('1.json', b'{"text": "a hum"}')])
+    clips = read_laion_shards(tmp_path)
+    cache = AudioCache(tmp_path / 'cache')
+    dataset = AudioCaptionDataset(clips, 16000, 10.0, cache=cache)
+    first, again = dataset[0]['audio'], dataset[0]['audio']
+    assert first.shape == (16000,) and torch.equal(first, again) and (cache.hits, cache.misses) == (1, 1)
+
+
+def test_a_compressed_shard_is_skipped_with_its_reason(tmp_path):
+    with tarfile.open(tmp_path / 'z.tar', 'w:gz') as tar:
+        data = audio_bytes(0); info = tarfile.TarInfo('1.flac'); info.size = len(data); tar.addfile(info, io.BytesIO(data))
+    report = LoadReport()
+    assert read_laion_shards(tmp_path, on_error='skip', report=report) == []
+    assert report.skipped == Counter({'compressed shard': 1})
+    with pytest.raises(ValueError, match='z.tar: a compressed shard cannot be read in place; decompress it'): read_laion_shards(tmp_path)
 
 
 def test_laion_incomplete_pair_and_bad_json_are_counted(tmp_path):
     write_shard(tmp_path / 's.tar', [('1.flac', audio_bytes(0)), ('2.flac', audio_bytes(1)), ('2.json', b'{not json'),
                                      ('3.json', b'{"text": "only text"}')])
     report = LoadReport()
-    assert read_laion_shards(tmp_path, 16000, on_error='skip', report=report) == []
+    assert read_laion_shards(tmp_path, on_error='skip', report=report) == []
     assert report.skipped == Counter({'incomplete sample': 2, 'bad json': 1})
 
 
@@ -210,12 +239,13 @@ def test_mixture_without_clotho_metadata_says_nothing_was_excluded(tmp_path):
     assert 'fsd50k: 1 training clips x 2 = 2; excluded 0 in Clotho evaluation/test, 2 val/test clips unused' in mixture.notes
 
 
-def test_laion_corpus_notes_the_memory_it_holds(tmp_path):
+def test_laion_corpus_lists_its_shards(tmp_path):
     write_shard(tmp_path / 'laion630k' / '0.tar', [('1.flac', audio_bytes(0)), ('1.json', b'{"text": "a hum"}')])
     corpus = CORPORA.get('laion630k')()
     clips = corpus.clips(ExperimentConfig(dataset='laion630k', data_dir=str(tmp_path / 'laion630k'), sample_rate=16000), load_settings())
-    assert [(c.clip_id, c.waveform.shape) for c in clips] == [('0/1', (4000,))]
-    assert corpus.notes == ['laion630k: kept 1 clips; note: 1 clips held decoded in memory (0.00 GiB at 16000 Hz)']
+    assert [(c.clip_id, str(c.path)) for c in clips] == [('0/1', f"{tmp_path / 'laion630k' / '0.tar'}::1.flac")]
+    assert load_audio(clips[0].path, 16000).shape == (4000,)
+    assert corpus.notes == ['laion630k: kept 1 clips']
 
 
 # --- the must-show: a mixture run on stand-in AudioCaps (official), WavCaps and Clotho folders ----------------------
