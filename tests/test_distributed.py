@@ -47,3 +47,36 @@ def test_two_process_ddp_trains_the_whole_text_encoder(tmp_path):
     steps = [r for r in log if r['kind'] == 'step']
     assert [s['step'] for s in steps] == [1, 2, 3] and all(math.isfinite(s['total']) for s in steps)
     assert json.loads((tmp_path / 'run' / 'metrics.json').read_text())['best_epoch'] == 1  # process 0 tested after both finished
+
+
+@pytest.mark.slow
+def test_mixup_pairs_of_both_processes_join_the_gathered_batch(tmp_path):
+    "2-process DDP with mix-up: the contrastive term is NT-Xent over both batches' items, then both processes' pairs."
+    sys.path.insert(0, str(WORKER.parent))
+    from mixup_ddp_worker import MIXUP_P, setup
+    from laretrieval.losses import positive_mask
+    from laretrieval.objectives import build_loss
+    from tiny import tiny_config
+    done = subprocess.run([sys.executable, str(WORKER.with_name('mixup_ddp_worker.py')), '--out', str(tmp_path / 'step')],
+                          capture_output=True, text=True, timeout=600, env=offline_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f'step.{r}', weights_only=False) for r in (0, 1)]
+    assert all(not r['missing'] for r in ranks) and len(ranks[0]['plan']) == 2  # 4 items per process: 2 pairs each
+    cfg = tiny_config(text_trainable_layers=1, mixup_p=MIXUP_P)
+    model, dataset = setup(cfg)
+    model.eval()
+    from laretrieval.datasets import collate
+    texts, audios, pair_texts, pair_audios, keys, pair_keys = [], [], [], [], [], []
+    with torch.no_grad():
+        for r, part in enumerate(ranks):
+            batch = collate([dataset[i] for i in part['indices']])
+            caps, plan = [c[0] for c in batch['captions']], part['plan']
+            both = model.encode_audio_mixed(batch['waveforms'], batch['lengths'], plan).vector
+            texts.append(model.encode_text(caps)); audios.append(both[:len(caps)]); keys += batch['clip_ids']
+            pair_texts.append(model.encode_text_mixed([caps[i] for i in plan.first], [caps[j] for j in plan.second], plan.lam))
+            pair_audios.append(both[len(caps):]); pair_keys += [f'pair {r} {k}' for k in range(len(plan))]
+        text, audio = torch.cat(texts + pair_texts), torch.cat(audios + pair_audios)  # every item, then every pair
+        all_keys = keys + pair_keys
+        expected = build_loss(cfg).contrastive.objective(text @ audio.T, positive_mask(all_keys, all_keys))
+    assert ranks[0]['contrastive'] == pytest.approx(expected.item(), rel=1e-5)
+    assert ranks[1]['contrastive'] == pytest.approx(expected.item(), rel=1e-5)
