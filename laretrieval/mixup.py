@@ -92,9 +92,9 @@ class SpectrogramMixer(_Delegating):
 
     def forward(self, *args, **kwargs):
         spec = self.frontend(*args, **kwargs)
+        target, partner = self.target.to(spec.device), self.partner.to(spec.device)
         lam = self.lam.to(spec.device, spec.dtype).view(-1, *[1] * (spec.dim() - 1))
-        mixed = lam * spec[self.target] + (1 - lam) * spec[self.partner]
-        return spec.index_put((self.target.to(spec.device),), mixed)  # out of place: both sources keep their gradient path
+        return spec.index_put((target,), lam * spec[target] + (1 - lam) * spec[partner])  # out of place: both sources keep their gradient path
 
 def mix_rows(rows:torch.Tensor, # (R,) clip of each front-end row (`frontend_rows`)
              copies:int,        # clips before the appended copies (the batch's own items)

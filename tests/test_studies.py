@@ -82,12 +82,12 @@ def test_kfold_study_trains_a_member_per_fold_and_ensembles_them(tmp_path):
     assert (tmp_path / 'kfold' / 'study.png').stat().st_size > 0
 
 
-def test_fusion_mixup_study_compares_three_named_arms(tmp_path):
+def test_fusion_mixup_study_compares_four_named_arms(tmp_path):
     pm.execute_notebook(str(STUDIES / 'fusion_mixup.ipynb'), str(tmp_path / 'executed.ipynb'), progress_bar=False, kernel_name='python3',
                         parameters=dict(seeds=[0], epochs=1, builtin_clips=40, extra=TINY, batch_dir=str(tmp_path / 'batch')))
     results = pd.read_csv(tmp_path / 'batch' / 'results.csv')
-    assert list(results['arm']) == ['contrastive', '+ match + mlm', '+ mix-up'] and (results['status'] == 'done').all()
-    assert results['match_weight'].tolist()[1] == 1.0 and results['mixup_p'].tolist()[2] == 0.5
+    assert list(results['arm']) == ['contrastive', '+ match + mlm', '+ mix-up', '+ match + mlm + mix-up'] and (results['status'] == 'done').all()
+    assert results['match_weight'].tolist()[1] == 1.0 and results['mixup_p'].tolist()[2:] == [0.5, 0.5]
     comparisons = pd.read_csv(tmp_path / 'batch' / 'comparisons.csv')
-    assert set(comparisons['a']) == {'+ match + mlm', '+ mix-up'} and (comparisons['b'] == 'contrastive').all()
+    assert set(comparisons['a']) == {'+ match + mlm', '+ mix-up', '+ match + mlm + mix-up'} and (comparisons['b'] == 'contrastive').all()
     assert (tmp_path / 'batch' / 'study.png').stat().st_size > 0
