@@ -55,6 +55,7 @@ class ArchiveMember:
         if len(data) != self.size: raise AudioFileError(self, 'truncated', f"is truncated: {len(data)} of {self.size} bytes are in the archive")
         return data
 
+# %% ../nbs/01_audio.ipynb #acbfe9cb
 def as_audio_path(path)->Path|ArchiveMember:
     "An audio location as given: an `ArchiveMember` stays one, anything else becomes a Path."
     return path if isinstance(path, ArchiveMember) else Path(path)

@@ -71,6 +71,7 @@ class WhisperLogMel(nn.Module):
         log = torch.maximum(log, log.amax(dim=(1, 2), keepdim=True) - 8.0)
         return (log + 4.0) / 4.0
 
+# %% ../nbs/04e_hf_audio.ipynb #420872ec
 class KaldiFbank(nn.Module):
     "AST's Kaldi-style log-mel fbank, batched in torch: (N, samples) -> (N, mels, max_length frames), normalised as its extractor."
     def __init__(self, extractor):

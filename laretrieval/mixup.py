@@ -109,6 +109,7 @@ def mix_rows(rows:torch.Tensor, # (R,) clip of each front-end row (`frontend_row
     cat = lambda xs, dtype: torch.cat(xs) if xs else torch.zeros(0, dtype=dtype)
     return cat(target, torch.long), cat(partner, torch.long), cat(lam, torch.float32)
 
+# %% ../nbs/06e_mixup.ipynb #a1aa3300
 @contextmanager
 def spectrogram_mixup(encoder:nn.Module,   # the audio encoder (has a `frontend`)
                       waveforms:torch.Tensor, lengths:torch.Tensor, # (B, S), (B,) the batch's clips
