@@ -248,42 +248,44 @@ def topics(table:pd.DataFrame,              # file_name, caption_index, caption
     if len(docs) <= UMAP_NEIGHBORS: raise ValueError(f"table has {len(docs)} distinct captions; topics needs more than {UMAP_NEIGHBORS} (UMAP's n_neighbors)")
     if min_topic_size > len(docs): raise ValueError(f"min_topic_size ({min_topic_size}) exceeds the {len(docs)} distinct captions")
     if embeddings is None: embeddings = embed_captions(table.caption.tolist(), encoder, batch_size, progress)
-    elif embeddings.shape[0] != len(table): raise ValueError(f"embeddings has {embeddings.shape[0]} rows for the table's {len(table)} captions")
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    if embeddings.ndim != 2 or len(embeddings) != len(table):
+        raise ValueError(f"embeddings has shape {embeddings.shape}; the table's {len(table)} captions need ({len(table)}, H)")
     vectors = embeddings[np.unique(codes, return_index=True)[1]]  # each distinct text's vector
     bertopic = require('bertopic', 'topics', 'topic modelling (clustering.topics)')
     from umap import UMAP  # installed with bertopic
-    bar = tqdm(total=3, desc='BERTopic', disable=not progress)
-    bar.set_postfix_str('UMAP → HDBSCAN → c-TF-IDF')
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='n_jobs value', category=UserWarning)  # a seeded UMAP runs on one thread: that is the point
-        umap = UMAP(n_neighbors=UMAP_NEIGHBORS, n_components=5, min_dist=0.0, metric='cosine', low_memory=False, random_state=seed)  # BERTopic's defaults + seed
-        model = bertopic.BERTopic(umap_model=umap, min_topic_size=min_topic_size, top_n_words=n_words,
-                                  vectorizer_model=CountVectorizer(stop_words='english'))  # without stop words 'a', 'is', 'the' name every topic
-        found = np.asarray(model.fit_transform(docs, embeddings=vectors)[0])
-    bar.update(); bar.set_postfix_str('merging topics')
-    if (found == -1).all(): raise ValueError(f"HDBSCAN found no topic in {len(docs)} distinct captions; lower min_topic_size (now {min_topic_size})")
-    if nr_topics is not None:  # BERTopic counts the outlier topic among nr_topics: add it, so that nr_topics counts real topics
-        model.reduce_topics(docs, nr_topics=nr_topics if nr_topics == 'auto' else nr_topics + int((found == -1).any()))
-        found = np.asarray(model.topics_)
-    bar.update(); bar.set_postfix_str('outliers')
-    assigned, is_out = found.copy(), found == -1
-    counts = dict(outliers=int(is_out[codes].sum()))  # in captions (table rows), not distinct texts
-    if outliers == 'own': counts['own cluster'] = counts['outliers']
-    else: counts[f'by {outliers}'] = counts['by nearest centroid'] = 0
-    if outliers != 'own' and is_out.any():
-        assigned = np.asarray(model.reduce_outliers(docs, found.tolist(), strategy=outliers, embeddings=vectors, threshold=0))
-        left = assigned == -1  # no similarity > 0 to any topic (c-TF-IDF: no word in common): the nearest centroid instead
-        if left.any():
-            ids = np.unique(assigned[~left])
-            centres = np.stack([vectors[assigned == t].mean(0) for t in ids])
-            assigned[left] = ids[np.argmax(vectors[left] @ centres.T, axis=1)]
-        counts[f'by {outliers}'], counts['by nearest centroid'] = int((is_out & ~left)[codes].sum()), int(left[codes].sum())
-        logger = logging.getLogger('BERTopic')  # it warns about reducing topics after assigning them by hand, which is not done here
-        level = logger.level; logger.setLevel(logging.ERROR)
-        try: model.update_topics(docs, topics=assigned.tolist(), top_n_words=n_words,  # the topic words with the outliers in
-                                 vectorizer_model=model.vectorizer_model, ctfidf_model=model.ctfidf_model)
-        finally: logger.setLevel(level)
-    bar.update(); bar.close()
+    with tqdm(total=3, desc='BERTopic', disable=not progress) as bar:
+        bar.set_postfix_str('UMAP → HDBSCAN → c-TF-IDF')
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='n_jobs value', category=UserWarning)  # a seeded UMAP runs on one thread: that is the point
+            umap = UMAP(n_neighbors=UMAP_NEIGHBORS, n_components=5, min_dist=0.0, metric='cosine', low_memory=False, random_state=seed)  # BERTopic's defaults + seed
+            model = bertopic.BERTopic(umap_model=umap, min_topic_size=min_topic_size, top_n_words=n_words,
+                                      vectorizer_model=CountVectorizer(stop_words='english'))  # without stop words 'a', 'is', 'the' name every topic
+            found = np.asarray(model.fit_transform(docs, embeddings=vectors)[0])
+        bar.update(); bar.set_postfix_str('merging topics' if nr_topics is not None else '')
+        if (found == -1).all(): raise ValueError(f"HDBSCAN found no topic in {len(docs)} distinct captions; lower min_topic_size (now {min_topic_size})")
+        if nr_topics is not None:  # BERTopic counts the outlier topic among nr_topics: add it, so that nr_topics counts real topics
+            model.reduce_topics(docs, nr_topics=nr_topics if nr_topics == 'auto' else nr_topics + int((found == -1).any()))
+            found = np.asarray(model.topics_)
+        bar.update(); bar.set_postfix_str('outliers')
+        assigned, is_out = found.copy(), found == -1
+        counts = dict(outliers=int(is_out[codes].sum()))  # in captions (table rows), not distinct texts
+        if outliers == 'own': counts['own cluster'] = counts['outliers']
+        else: counts[f'by {outliers}'] = counts['by nearest centroid'] = 0
+        if outliers != 'own' and is_out.any():
+            assigned = np.asarray(model.reduce_outliers(docs, found.tolist(), strategy=outliers, embeddings=vectors, threshold=0))
+            left = assigned == -1  # no similarity > 0 to any topic (c-TF-IDF: no word in common): the nearest centroid instead
+            if left.any():
+                ids = np.unique(assigned[~left])
+                centres = np.stack([vectors[assigned == t].mean(0) for t in ids])
+                assigned[left] = ids[np.argmax(vectors[left] @ centres.T, axis=1)]
+            counts[f'by {outliers}'], counts['by nearest centroid'] = int((is_out & ~left)[codes].sum()), int(left[codes].sum())
+            logger = logging.getLogger('BERTopic')  # it warns about reducing topics after assigning them by hand, which is not done here
+            level = logger.level; logger.setLevel(logging.ERROR)
+            try: model.update_topics(docs, topics=assigned.tolist(), top_n_words=n_words,  # the topic words with the outliers in
+                                     vectorizer_model=model.vectorizer_model, ctfidf_model=model.ctfidf_model)
+            finally: logger.setLevel(level)
+        bar.update()
     ids = sorted(set(assigned.tolist()) - {-1})  # BERTopic's ids, 0.. by size; -1 last ('own')
     remap = {t: c for c, t in enumerate(ids + [-1] * bool((assigned == -1).any()))}
     labels = np.array([remap[t] for t in assigned], dtype=np.int64)[codes]

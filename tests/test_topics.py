@@ -99,6 +99,12 @@ def test_every_outlier_gets_a_cluster(mixtures):
 
 
 @pytest.mark.slow
+def test_no_topic_found_is_an_error_naming_min_topic_size(mixtures):
+    table, vectors = mixtures
+    with pytest.raises(ValueError, match=r"HDBSCAN found no topic in 72 distinct captions; lower min_topic_size \(now 60\)"):
+        topics(table, min_topic_size=60, embeddings=vectors, progress=False)
+
+@pytest.mark.slow
 def test_nr_topics_merges_whole_themes(themed):
     table, vectors, truth = themed
     merged = topics(table, nr_topics=2, embeddings=vectors, progress=False)
@@ -131,7 +137,7 @@ def test_bad_arguments_name_the_parameter():
         topics(table, min_topic_size=21, embeddings=vectors)
     with pytest.raises(ValueError, match="nr_topics must be None, 'auto' or an integer ≥ 1, got 0"):
         topics(table, nr_topics=0, embeddings=vectors)
-    with pytest.raises(ValueError, match="embeddings has 3 rows for the table's 20 captions"):
+    with pytest.raises(ValueError, match=r"embeddings has shape \(3, 8\); the table's 20 captions need \(20, H\)"):
         topics(table, embeddings=vectors[:3])
     with pytest.raises(ValueError, match="table has 15 distinct captions; topics needs more than 15"):
         topics(pd.concat([table.head(15), table.head(5)]), embeddings=vectors)
