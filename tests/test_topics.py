@@ -158,3 +158,24 @@ def test_real_clotho_captions_into_topics(shared_data, minilm, tmp_path):
     assert {'rain', 'water', 'birds', 'dog', 'car', 'people'} & {w for c in range(result.n_clusters) for w in result.words[c][:2]}
     labels = load_cluster_labels(write_cluster_labels(result.table, tmp_path / 'clotho_topics.csv'))
     assert len(labels) == len(set(zip(captions.file_name, captions.caption))) and set(labels.values()) == set(range(result.n_clusters))
+
+
+@pytest.mark.slow  # builds the built-in set and fits BERTopic through the command line
+def test_clusters_command_writes_topic_labels(tmp_path, capsys):
+    from laretrieval import cli
+    from laretrieval.config import ExperimentConfig
+    from laretrieval.pipeline import build_datasets
+    out = tmp_path / 'topics.csv'
+    args = ['clusters', '--set', 'builtin_clips=40', '--output', str(out)]
+    assert cli.main([*args, '--method', 'bertopic', '--min-topic-size', '5', '--outliers', 'own']) == 0
+    printed = capsys.readouterr().out
+    assert f'wrote {out}' in printed and 'clusters from BERTopic; outliers: ' in printed, printed
+    labels = load_cluster_labels(out)
+    clips = build_datasets(ExperimentConfig(builtin_clips=40)).train.clips
+    assert set(labels) == {(c.clip_id, t) for c in clips for t in c.captions}  # every training caption, as training reads it
+    assert min(labels.values()) == 0 and len(set(labels.values())) >= 2
+    for extra, message in ((['--min-topic-size', '5'], '--min-topic-size apply to --method bertopic only'), ([], '--method kmeans needs --n-clusters'),
+                           (['--method', 'bertopic', '--n-clusters', '3'], 'no --n-clusters')):
+        if '--method' not in extra and extra: extra = [*extra, '--n-clusters', '3']
+        assert cli.main([*args, *extra]) == 2
+        assert message in capsys.readouterr().err
