@@ -197,6 +197,11 @@ def _add_run_commands(sub):
     exo.add_argument('--push', metavar='REPO_ID', help='also upload it to the Hugging Face Hub (needs a token: huggingface-cli login)')
 
 # %% ../nbs/16_cli.ipynb #bff25528
+def _nr_topics(text:str):
+    "--nr-topics: 'auto' or a whole number."
+    if text == 'auto' or text.isdigit(): return text if text == 'auto' else int(text)
+    raise argparse.ArgumentTypeError(f"'auto' or a whole number, got {text!r}")
+
 def _add_model_commands(sub):
     "index, search, zeroshot, predict, clusters, augment: what a trained model or a config's data is used for."
     idx = sub.add_parser('index', help='embed every audio file of a folder (recursively) into an index; rerunning embeds only new or changed files')
@@ -231,9 +236,15 @@ def _add_model_commands(sub):
     pre.add_argument('--device', default='auto')
     clu = sub.add_parser('clusters', help="cluster the training captions of a config (as training reads them): stage 3's labels file")
     _add_params_options(clu)
-    clu.add_argument('--n-clusters', type=int, required=True, help='k of k-means')
+    clu.add_argument('--method', choices=['kmeans', 'bertopic'], default='kmeans',
+                     help='kmeans: --n-clusters clusters; bertopic: as many topics as HDBSCAN finds (needs laretrieval[topics])')
+    clu.add_argument('--n-clusters', type=int, help='k of k-means (--method kmeans: required)')
     clu.add_argument('--output', type=Path, required=True, help='labels CSV (file_name, caption_index, caption, cluster)')
-    clu.add_argument('--seed', type=int, default=0, help='k-means seed')
+    clu.add_argument('--seed', type=int, default=0, help="k-means seed; bertopic: UMAP's random_state")
+    clu.add_argument('--min-topic-size', type=int, help="bertopic: HDBSCAN's smallest topic (default 10)")
+    clu.add_argument('--nr-topics', type=_nr_topics, help="bertopic: merge similar topics down to this many, or 'auto'")
+    clu.add_argument('--outliers', choices=['embeddings', 'c-tf-idf', 'own'],
+                     help="bertopic: HDBSCAN's outliers go to the nearest topic by embeddings (default) or c-TF-IDF, or are their own cluster")
     aug = sub.add_parser('augment', help="write a config's llm_mix_file and/or backtranslation_file from its training clips through cached rewriters")
     _add_params_options(aug)
     aug.add_argument('--llm-mix', type=Path, help='the llm_mix_file to write (mix_id, clip_a, clip_b, snr_db, caption)')
@@ -362,7 +373,12 @@ def _run_command(args)->int|None:
         return 0
     if args.command == 'clusters':
         from laretrieval.pipeline import cluster_training_captions
-        print(f"wrote {cluster_training_captions(ExperimentConfig.from_dict(params), args.n_clusters, args.output, args.seed)}")
+        options = {k: v for k in ('min_topic_size', 'nr_topics', 'outliers') if (v := getattr(args, k)) is not None}
+        if args.method == 'kmeans' and (args.n_clusters is None or options):
+            raise ValueError('--method kmeans needs --n-clusters' if args.n_clusters is None else
+                             f"--{'/--'.join(k.replace('_', '-') for k in options)} apply to --method bertopic only")
+        if args.method == 'bertopic' and args.n_clusters is not None: raise ValueError('--method bertopic finds the number of topics itself: no --n-clusters')
+        print(f"wrote {cluster_training_captions(ExperimentConfig.from_dict(params), args.n_clusters, args.output, args.seed, method=args.method, **options)}")
         return 0
     if args.command == 'export':
         from laretrieval.hub import export_run, push_to_hub

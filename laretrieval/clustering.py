@@ -1,4 +1,4 @@
-"""Captions → MiniLM sentence vectors → k-means clusters: sizes, typical captions, characteristic words, and the labels file the cluster-classification task reads.
+"""Captions → MiniLM sentence vectors → k-means clusters or BERTopic topics: sizes, typical captions, characteristic words, and the labels file the cluster-classification task reads.
 
 Docs: https://laretrieval.github.io/laretrieval/clustering.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://laretrieval.github.io/laretrieval/clustering.html.md"""
 
 # %% ../nbs/09_clustering.ipynb #4f3ff8f4
 from __future__ import annotations
-import re
+import logging, re, warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,17 +16,18 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from sklearn.cluster import KMeans, MiniBatchKMeans
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.metrics import silhouette_score
 from tqdm.auto import tqdm
 
 from .config import atomic_write
 from .corpora import read_caption_rows
+from .package import require
 
 # %% auto #0
-__all__ = ['LABEL_COLUMNS', 'read_caption_csv', 'embed_captions', 'cluster_embeddings', 'silhouette_by_k', 'cluster_sizes',
-           'typical_captions', 'top_words', 'CaptionClusters', 'cluster_captions', 'write_cluster_labels',
-           'load_cluster_labels', 'plot_cluster_sizes']
+__all__ = ['LABEL_COLUMNS', 'OUTLIER_MODES', 'UMAP_NEIGHBORS', 'read_caption_csv', 'embed_captions', 'cluster_embeddings',
+           'silhouette_by_k', 'cluster_sizes', 'typical_captions', 'top_words', 'CaptionClusters', 'cluster_captions',
+           'write_cluster_labels', 'load_cluster_labels', 'plot_cluster_sizes', 'CaptionTopics', 'topics']
 
 # %% ../nbs/09_clustering.ipynb #b8fae524
 def read_caption_csv(path:str|Path,         # CSV with file_name, caption_1 .. caption_N
@@ -124,6 +125,8 @@ class CaptionClusters:
 
     @property
     def n_clusters(self)->int: return len(self.centroids)
+    def _words(self, n_words:int)->dict[int, list[str]]:  # k-means: TF-IDF of the cluster documents (BERTopic: its c-TF-IDF)
+        return top_words(self.table.caption.tolist(), self.table.cluster.to_numpy(), self.n_clusters, n_words)
     def sizes(self)->np.ndarray: return cluster_sizes(self.table.cluster.to_numpy(), self.n_clusters)
 
     def summary(self, n_words:int=8, # characteristic words per cluster
@@ -131,10 +134,14 @@ class CaptionClusters:
                )->pd.DataFrame:
         "One row per cluster: size, characteristic words, typical captions."
         caps, labels = self.table.caption.tolist(), self.table.cluster.to_numpy()
-        words = top_words(caps, labels, self.n_clusters, n_words)
+        words = self._words(n_words)
         typical = typical_captions(caps, self.embeddings, labels, self.centroids, n_typical)
         return pd.DataFrame(dict(size=self.sizes(), top_words=[', '.join(words[c]) for c in range(self.n_clusters)],
                                  typical=[typical[c] for c in range(self.n_clusters)])).rename_axis('cluster')
+
+def _check_caption_table(table:pd.DataFrame):
+    missing = {'file_name', 'caption_index', 'caption'} - set(table.columns)
+    if missing: raise ValueError(f"caption table lacks column(s) {sorted(missing)}")
 
 def cluster_captions(table:pd.DataFrame,             # file_name, caption_index, caption
                      n_clusters:int,                 # k
@@ -145,8 +152,7 @@ def cluster_captions(table:pd.DataFrame,             # file_name, caption_index,
                      progress:bool=True              # tqdm bar while embedding
                     )->CaptionClusters:
     "Embed the table's captions and cluster them with k-means."
-    missing = {'file_name', 'caption_index', 'caption'} - set(table.columns)
-    if missing: raise ValueError(f"caption table lacks column(s) {sorted(missing)}")
+    _check_caption_table(table)
     embeddings = embed_captions(table.caption.tolist(), encoder, batch_size, progress)
     labels, centroids = cluster_embeddings(embeddings, n_clusters, seed, minibatch)
     out = table[['file_name', 'caption_index', 'caption']].reset_index(drop=True).assign(cluster=labels)
@@ -204,3 +210,87 @@ def plot_cluster_sizes(sizes:np.ndarray,                 # captions per cluster
     ax.legend(loc='lower right', frameon=False)
     if path is not None: fig.savefig(path, dpi=120)
     return fig
+
+# %% ../nbs/09_clustering.ipynb #fb535c68
+OUTLIER_MODES = ('embeddings', 'c-tf-idf', 'own')  # topics(outliers=...): where HDBSCAN's outliers (topic -1) go
+UMAP_NEIGHBORS = 15                                 # BERTopic's default UMAP neighbourhood
+
+@dataclass
+class CaptionTopics(CaptionClusters):
+    "BERTopic's topics as clusters: `CaptionClusters` plus each topic's c-TF-IDF words and what became of HDBSCAN's outliers."
+    words:dict[int, list[str]]   # cluster -> its c-TF-IDF words, best first (BERTopic's `get_topic`)
+    outliers:dict[str, int]      # captions HDBSCAN left out ('outliers'), then how many went each way
+    outlier_cluster:int|None     # outliers='own': the id of the outliers' cluster (the last); else None
+    model:object=None            # the fitted BERTopic (its plots, `transform`), fitted on the distinct caption texts
+
+    def _words(self, n_words:int)->dict[int, list[str]]: return {c: w[:n_words] for c, w in self.words.items()}
+
+def topics(table:pd.DataFrame,              # file_name, caption_index, caption
+           min_topic_size:int=10,           # HDBSCAN's smallest topic, in distinct captions (BERTopic's default)
+           nr_topics:int|str|None=None,     # merge similar topics down to this many (outliers not counted), or 'auto'; None: as found
+           outliers:str='embeddings',       # 'embeddings' | 'c-tf-idf': BERTopic's reduce_outliers strategy; 'own': one extra cluster
+           seed:int=0,                      # UMAP's random_state: the same seed, the same topics
+           embeddings:np.ndarray|None=None, # the table's unit caption vectors (`embed_captions`), if already computed
+           encoder:TextEncoder|None=None,   # default: MiniLM, mean pooling
+           batch_size:int=128,              # captions per forward pass
+           n_words:int=10,                  # c-TF-IDF words kept per topic
+           progress:bool=True               # tqdm bars: embedding, then BERTopic's steps
+          )->CaptionTopics:
+    "Fit BERTopic on the table's captions (our sentence vectors → UMAP → HDBSCAN → c-TF-IDF); every caption gets a cluster id ≥ 0."
+    _check_caption_table(table)
+    if outliers not in OUTLIER_MODES: raise ValueError(f"outliers must be one of {OUTLIER_MODES}, got {outliers!r}")
+    if isinstance(min_topic_size, bool) or not isinstance(min_topic_size, int) or min_topic_size < 2:
+        raise ValueError(f"min_topic_size must be an integer ≥ 2 (HDBSCAN's smallest cluster), got {min_topic_size!r}")
+    if not (nr_topics is None or nr_topics == 'auto' or (isinstance(nr_topics, int) and not isinstance(nr_topics, bool) and nr_topics >= 1)):
+        raise ValueError(f"nr_topics must be None, 'auto' or an integer ≥ 1, got {nr_topics!r}")
+    codes, docs = pd.factorize(table.caption)  # distinct texts in order of appearance; one text, one topic
+    docs = docs.tolist()
+    if len(docs) <= UMAP_NEIGHBORS: raise ValueError(f"table has {len(docs)} distinct captions; topics needs more than {UMAP_NEIGHBORS} (UMAP's n_neighbors)")
+    if min_topic_size > len(docs): raise ValueError(f"min_topic_size ({min_topic_size}) exceeds the {len(docs)} distinct captions")
+    if embeddings is None: embeddings = embed_captions(table.caption.tolist(), encoder, batch_size, progress)
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    if embeddings.ndim != 2 or len(embeddings) != len(table):
+        raise ValueError(f"embeddings has shape {embeddings.shape}; the table's {len(table)} captions need ({len(table)}, H)")
+    vectors = embeddings[np.unique(codes, return_index=True)[1]]  # each distinct text's vector
+    bertopic = require('bertopic', 'topics', 'topic modelling (clustering.topics)')
+    from umap import UMAP  # installed with bertopic
+    with tqdm(total=3, desc='BERTopic', disable=not progress) as bar:
+        bar.set_postfix_str('UMAP → HDBSCAN → c-TF-IDF')
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='n_jobs value', category=UserWarning)  # a seeded UMAP runs on one thread: that is the point
+            umap = UMAP(n_neighbors=UMAP_NEIGHBORS, n_components=5, min_dist=0.0, metric='cosine', low_memory=False, random_state=seed)  # BERTopic's defaults + seed
+            model = bertopic.BERTopic(umap_model=umap, min_topic_size=min_topic_size, top_n_words=n_words,
+                                      vectorizer_model=CountVectorizer(stop_words='english'))  # without stop words 'a', 'is', 'the' name every topic
+            found = np.asarray(model.fit_transform(docs, embeddings=vectors)[0])
+        bar.update(); bar.set_postfix_str('merging topics' if nr_topics is not None else '')
+        if (found == -1).all(): raise ValueError(f"HDBSCAN found no topic in {len(docs)} distinct captions; lower min_topic_size (now {min_topic_size})")
+        if nr_topics is not None:  # BERTopic counts the outlier topic among nr_topics: add it, so that nr_topics counts real topics
+            model.reduce_topics(docs, nr_topics=nr_topics if nr_topics == 'auto' else nr_topics + int((found == -1).any()))
+            found = np.asarray(model.topics_)
+        bar.update(); bar.set_postfix_str('outliers')
+        assigned, is_out = found.copy(), found == -1
+        counts = dict(outliers=int(is_out[codes].sum()))  # in captions (table rows), not distinct texts
+        if outliers == 'own': counts['own cluster'] = counts['outliers']
+        else: counts[f'by {outliers}'] = counts['by nearest centroid'] = 0
+        if outliers != 'own' and is_out.any():
+            assigned = np.asarray(model.reduce_outliers(docs, found.tolist(), strategy=outliers, embeddings=vectors, threshold=0))
+            left = assigned == -1  # no similarity > 0 to any topic (c-TF-IDF: no word in common): the nearest centroid instead
+            if left.any():
+                ids = np.unique(assigned[~left])
+                centres = np.stack([vectors[assigned == t].mean(0) for t in ids])
+                assigned[left] = ids[np.argmax(vectors[left] @ centres.T, axis=1)]
+            counts[f'by {outliers}'], counts['by nearest centroid'] = int((is_out & ~left)[codes].sum()), int(left[codes].sum())
+            logger = logging.getLogger('BERTopic')  # it warns about reducing topics after assigning them by hand, which is not done here
+            level = logger.level; logger.setLevel(logging.ERROR)
+            try: model.update_topics(docs, topics=assigned.tolist(), top_n_words=n_words,  # the topic words with the outliers in
+                                     vectorizer_model=model.vectorizer_model, ctfidf_model=model.ctfidf_model)
+            finally: logger.setLevel(level)
+        bar.update()
+    ids = sorted(set(assigned.tolist()) - {-1})  # BERTopic's ids, 0.. by size; -1 last ('own')
+    remap = {t: c for c, t in enumerate(ids + [-1] * bool((assigned == -1).any()))}
+    labels = np.array([remap[t] for t in assigned], dtype=np.int64)[codes]
+    words = {c: [w for w, _ in model.get_topic(t) if w] for t, c in remap.items()}
+    centroids = np.stack([embeddings[labels == c].mean(0) for c in range(len(remap))])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True).clip(1e-12)
+    out = table[['file_name', 'caption_index', 'caption']].reset_index(drop=True).assign(cluster=labels)
+    return CaptionTopics(out, embeddings, centroids.astype(np.float32), words, counts, remap.get(-1), model)

@@ -34,7 +34,8 @@ def shipped(*parts:str,           # a folder of SHIPPED, then a file name in it,
 # %% ../nbs/00c_package.ipynb #be1874a1
 EXTRAS = dict(studies='experiment notebooks (papermill), study plots and lexical statistics', minilm="text_encoder='minilm'",
               passt="audio_encoder='passt'", search='FAISS indexes', cluster='SLURM / submitit executors',
-              download="unpacking 7-Zip archives", tracking='experiment trackers', dev='make test')  # pyproject.toml's extras
+              download="unpacking 7-Zip archives", tracking='experiment trackers', topics='BERTopic topic modelling',
+              dev='make test')  # pyproject.toml's extras
 
 class MissingExtra(ImportError):
     "An optional package is not installed; the message names the `pip install` line."

@@ -113,16 +113,26 @@ def run_training(cfg:ExperimentConfig, output_dir:str|Path, resume:bool=False, p
     finally: close_loggers(out, status)  # the trackers end (flushed) on success and on error alike
 
 # %% ../nbs/11b_pipeline.ipynb #b6a6b4fe
-def cluster_training_captions(cfg:ExperimentConfig, n_clusters:int, # k of k-means
-                              output:str|Path, seed:int=0, settings:Settings|None=None, progress:bool=True)->Path:
+def cluster_training_captions(cfg:ExperimentConfig, n_clusters:int|None, # k of k-means (None with method='bertopic')
+                              output:str|Path, seed:int=0, settings:Settings|None=None, progress:bool=True,
+                              method:str='kmeans', # 'kmeans' (clustering.cluster_captions) or 'bertopic' (clustering.topics)
+                              **topic_options      # method='bertopic': min_topic_size, nr_topics, outliers of clustering.topics
+                             )->Path:
     "Cluster the captions of the config's training split, as training reads them, and write the stage-3 labels file."
-    from laretrieval.clustering import cluster_captions, write_cluster_labels
+    from laretrieval.clustering import cluster_captions, topics, write_cluster_labels
+    if method not in ('kmeans', 'bertopic'): raise ValueError(f"method must be 'kmeans' or 'bertopic', got {method!r}")
+    if method == 'kmeans' and n_clusters is None: raise ValueError("method='kmeans' needs n_clusters")
+    if method == 'kmeans' and topic_options: raise ValueError(f"{sorted(topic_options)} apply to method='bertopic' only")
+    if method == 'bertopic' and n_clusters is not None: raise ValueError("method='bertopic' finds the number of topics itself: n_clusters must be None")
     train_set = build_datasets(cfg, settings).train
     clips = getattr(train_set, 'base', train_set).clips
     rows = [(c.clip_id, i, text) for c in clips for i, text in enumerate(c.captions, 1)]
     rows += [(m.clip_id, 1, m.caption) for m in getattr(train_set, 'mix_pairs', [])]  # an LLM mix is a training clip with one caption
     table = pd.DataFrame(rows, columns=['file_name', 'caption_index', 'caption'])
-    return write_cluster_labels(cluster_captions(table, n_clusters, seed, progress=progress).table, output)
+    if method == 'kmeans': return write_cluster_labels(cluster_captions(table, n_clusters, seed, progress=progress).table, output)
+    found = topics(table, seed=seed, progress=progress, **topic_options)
+    if progress: print(f"{found.n_clusters} clusters from BERTopic; outliers: {found.outliers}")  # how HDBSCAN's outliers were assigned
+    return write_cluster_labels(found.table, output)
 
 # %% ../nbs/11b_pipeline.ipynb #b8b796af
 DATA_FIELDS = ('dataset', 'data_dir', 'builtin_clips', 'data_seed', 'esc50_test_fold', 'positives', 'kfold')  # members must agree (`fold` may differ)

