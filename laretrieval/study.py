@@ -6,7 +6,7 @@ Docs: https://laretrieval.github.io/laretrieval/study.html.md"""
 
 # %% ../nbs/13b_study.ipynb #7123b1c4
 from __future__ import annotations
-import json
+import json, textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,6 +160,7 @@ def plot_study(study:Study, metric:str='t2a_mAP@10', file:str='study.png'):
     if line: ax.axhline(chance, ls='--', c='grey', label='chance')
     ax.set_ylabel(f'test {metric_label(metric)}' + (f' (chance {chance:.4f})' if pd.notna(chance) and not line else ''))
     ax.set_xlabel('arm'); ax.set_title(f'{study.name}: a point per seed, mean ± sd'); ax.legend(title='seed', fontsize=8)
+    ax.set_xticks(ax.get_xticks(), [textwrap.fill(arm, 14) for arm in order])  # long arm names on several lines, not over each other
     if len(done): plot_validation_curves(validation_curves(done, study.batch_dir), f'val_{metric}', ax=curves)
     fig.tight_layout(); fig.savefig(study.batch_dir / file, dpi=100)
     return fig
