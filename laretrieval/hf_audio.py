@@ -366,9 +366,12 @@ class ClapTextEncoder(nn.Module):
         for module in [*layers[len(layers) - trainable_layers:], self.model.pooler] if trainable_layers else []:
             for p in module.parameters(): p.requires_grad_(True)
 
+    def tokenize(self, captions:list[str])->dict:
+        "Padded token ids and attention mask, cut at `max_tokens`."
+        return self.tokenizer(list(captions), padding=True, truncation=True, max_length=self.max_tokens, return_tensors='pt')
+
     def forward(self, captions:list[str])->torch.Tensor:
-        tokens = self.tokenizer(list(captions), padding=True, truncation=True, max_length=self.max_tokens, return_tensors='pt')
-        tokens = tokens.to(self.logit_scale.device)
+        tokens = self.tokenize(captions).to(self.logit_scale.device)
         return self.model(input_ids=tokens['input_ids'], attention_mask=tokens['attention_mask']).pooler_output
 
 # %% ../nbs/04e_hf_audio.ipynb #9c2e4f1a
@@ -378,8 +381,7 @@ def mixed(self:ClapTextEncoder, first:list[str], second:list[str], # the pairs' 
          )->torch.Tensor:
     "Pooler outputs (M, H) of captions mixed in CLAP's word-embedding space (mix-up)."
     from laretrieval.mixup import mixed_inputs
-    tokens = self.tokenizer(list(first) + list(second), padding=True, truncation=True, max_length=self.max_tokens, return_tensors='pt')
-    embeds, mask, _ = mixed_inputs(self.model, tokens, lam)
+    embeds, mask, _ = mixed_inputs(self.model, self.tokenize(list(first) + list(second)), lam)
     return self.model(inputs_embeds=embeds, attention_mask=mask).pooler_output
 
 # %% ../nbs/04e_hf_audio.ipynb #0bc099c3

@@ -20,7 +20,7 @@ from .model import AudioEmbedding, DualEncoder
 
 # %% auto #0
 __all__ = ['MixPlan', 'draw_mixup', 'frontend_rows', 'SpectrogramMixer', 'mix_rows', 'spectrogram_mixup', 'mixed_inputs',
-           'mixed_pairs']
+           'mixed_pairs', 'check_mixup_support']
 
 # %% ../nbs/06e_mixup.ipynb #63b75b93
 @dataclass
@@ -174,3 +174,14 @@ def mixed_pairs(model:DualEncoder,
     labels = [f'mix-up {l:.3f} x {clip_ids[i]} + {1 - l:.3f} x {clip_ids[j]} (process {rank}, pair {k})'
               for k, (i, j, l) in enumerate(zip(first, second, plan.lam.tolist()))]
     return gather_audio(audio), gather_tensor(text), gather_objects(labels)
+
+# %% ../nbs/06e_mixup.ipynb #a3c91e57
+def check_mixup_support(model:DualEncoder):
+    "Raise, naming `mixup_p`, unless the model's audio encoder has a spectrogram front end and its text encoder can mix captions."
+    audio, text = model.audio_encoder, model.text_encoder
+    if getattr(audio, 'frontend', None) is None:
+        raise ValueError(f"mixup_p > 0 mixes spectrograms, but {type(audio).__name__} reads waveforms (no spectrogram front end); "
+                         "set mixup_p=0 or use an encoder with one (cnn, passt, panns_*, beats, atst_frame, hf: AST / Whisper / CLAP)")
+    if not hasattr(text, 'mixed'):
+        raise ValueError(f"mixup_p > 0 mixes captions in the word-embedding space, which {type(text).__name__} does not offer (`mixed`); "
+                         "use a `transformers` text encoder or set mixup_p=0")

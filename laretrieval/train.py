@@ -26,7 +26,7 @@ from .datasets import AudioCaptionDataset, collate, loader_options
 from .distributed import gather_audio, gather_objects, gather_tensor, gather_token_states, process_group
 from .evaluate import Queries, caption_queries, evaluate_split
 from .losses import positive_mask
-from .mixup import draw_mixup, mixed_pairs
+from .mixup import check_mixup_support, draw_mixup, mixed_pairs
 from .model import AudioEmbedding, DualEncoder, cat_audio_embeddings
 from .objectives import CombinedLoss, ScoredBatch
 from .trackers import close_loggers, make_loggers, start_tracking
@@ -76,6 +76,7 @@ class TrainingStep(nn.Module):
                  mixup_p:float=0.0, mixup_alpha:float=1.0): # mix-up pairs appended per batch in training (`laretrieval.mixup`)
         super().__init__()
         if positives not in ('clip', 'caption'): raise ValueError(f"positives must be 'clip' or 'caption', got {positives!r}")
+        if mixup_p: check_mixup_support(model)  # at set-up, not at the first training step
         self.model, self.loss, self.positives, self.mixup_p, self.mixup_alpha = model, loss, positives, mixup_p, mixup_alpha
 
     def forward(self, waveforms:torch.Tensor, lengths:torch.Tensor, captions:list[str], clip_ids:list[str])->dict:
